@@ -1,0 +1,74 @@
+/**
+ * The one route table: the CDK stack and the local server both read it, so
+ * what runs locally is what deploys.
+ */
+
+/** Every Lambda function of the broker, by its public name. */
+export const functionNames = [
+  'connect-session',
+  'authorize',
+  'callback',
+  'token-fetch',
+  'connections',
+  'refresh',
+  'refresh-scheduled',
+] as const;
+export type FunctionName = (typeof functionNames)[number];
+
+/** Source file of each function's handler, relative to the repository root. */
+export const functionEntry = (name: FunctionName): string => `functions/${name}.ts`;
+
+export interface HttpRoute {
+  readonly method: 'GET' | 'POST';
+  /** API Gateway route path, with `{param}` placeholders. */
+  readonly path: string;
+  readonly function: FunctionName;
+  /** `NONE` routes are public by design (browser redirects); `IAM` routes need a SigV4-signed caller. */
+  readonly authorization: 'NONE' | 'IAM';
+}
+
+export const httpRoutes: readonly HttpRoute[] = [
+  { method: 'GET', path: '/connect/{provider}', function: 'authorize', authorization: 'NONE' },
+  { method: 'GET', path: '/callback/{provider}', function: 'callback', authorization: 'NONE' },
+  { method: 'POST', path: '/callback/{provider}', function: 'callback', authorization: 'NONE' },
+  {
+    method: 'POST',
+    path: '/connections/{connectionId}/refresh',
+    function: 'refresh',
+    authorization: 'IAM',
+  },
+];
+
+/** Functions other services call with Lambda Invoke (and the local server exposes on its Invoke API). */
+export const invokableFunctions: readonly FunctionName[] = [
+  'connect-session',
+  'token-fetch',
+  'connections',
+  'refresh',
+  'refresh-scheduled',
+];
+
+/** Matches a concrete path against a route path; returns the path parameters or undefined. */
+export function matchRoutePath(routePath: string, path: string): Record<string, string> | undefined {
+  const want = routePath.split('/');
+  const got = path.split('/');
+  if (want.length !== got.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < want.length; i++) {
+    const w = want[i] as string;
+    const g = got[i] as string;
+    if (w.startsWith('{') && w.endsWith('}')) {
+      if (g === '') return undefined;
+      let value: string;
+      try {
+        value = decodeURIComponent(g);
+      } catch {
+        return undefined;
+      }
+      params[w.slice(1, -1)] = value;
+    } else if (w !== g) {
+      return undefined;
+    }
+  }
+  return params;
+}

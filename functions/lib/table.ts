@@ -1,0 +1,68 @@
+/**
+ * The single DynamoDB table's shape. Store code, the embedded local store,
+ * the tests and the CDK stack all build the table from this one description.
+ *
+ * Items (all single-item operations, no transactions):
+ *
+ * | item            | pk                      | sk        | notes                                              |
+ * |-----------------|-------------------------|-----------|----------------------------------------------------|
+ * | connect session | `SESSION#<sha256(tok)>` | `SESSION` | single use, `expiresAt` checked in code, `ttl`     |
+ * | oauth state     | `STATE#<sha256(state)>` | `STATE`   | single use, bound to provider + browser cookie     |
+ * | connection      | `CONN#<connectionId>`   | `CONN`    | encrypted tokens, status, lease, version           |
+ *
+ * Index `byOwner` (gsi1pk = `OWNER#<ownerId>`, gsi1sk = `CONN#<connectionId>`) lists an
+ * owner's connections. Index `byDueTime` (duePk = `DUE#<shard>`, dueAt = epoch seconds)
+ * is sparse: only connections the scheduler must visit carry `duePk`, spread over
+ * `DUE_SHARDS` partitions so no partition runs hot.
+ */
+import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
+
+export const TTL_ATTRIBUTE = 'ttl';
+export const OWNER_INDEX = 'byOwner';
+export const DUE_INDEX = 'byDueTime';
+export const DUE_SHARDS = 8;
+
+export const keys = {
+  session: (sessionHash: string) => ({ pk: `SESSION#${sessionHash}`, sk: 'SESSION' }),
+  state: (stateHash: string) => ({ pk: `STATE#${stateHash}`, sk: 'STATE' }),
+  connection: (connectionId: string) => ({ pk: `CONN#${connectionId}`, sk: 'CONN' }),
+  ownerPk: (ownerId: string) => `OWNER#${ownerId}`,
+  duePk: (shard: number) => `DUE#${shard}`,
+};
+
+export function tableDefinition(tableName: string): CreateTableCommandInput {
+  return {
+    TableName: tableName,
+    BillingMode: 'PAY_PER_REQUEST',
+    AttributeDefinitions: [
+      { AttributeName: 'pk', AttributeType: 'S' },
+      { AttributeName: 'sk', AttributeType: 'S' },
+      { AttributeName: 'gsi1pk', AttributeType: 'S' },
+      { AttributeName: 'gsi1sk', AttributeType: 'S' },
+      { AttributeName: 'duePk', AttributeType: 'S' },
+      { AttributeName: 'dueAt', AttributeType: 'N' },
+    ],
+    KeySchema: [
+      { AttributeName: 'pk', KeyType: 'HASH' },
+      { AttributeName: 'sk', KeyType: 'RANGE' },
+    ],
+    GlobalSecondaryIndexes: [
+      {
+        IndexName: OWNER_INDEX,
+        KeySchema: [
+          { AttributeName: 'gsi1pk', KeyType: 'HASH' },
+          { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'ALL' },
+      },
+      {
+        IndexName: DUE_INDEX,
+        KeySchema: [
+          { AttributeName: 'duePk', KeyType: 'HASH' },
+          { AttributeName: 'dueAt', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'KEYS_ONLY' },
+      },
+    ],
+  };
+}
