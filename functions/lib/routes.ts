@@ -18,6 +18,35 @@ export type FunctionName = (typeof functionNames)[number];
 /** Source file of each function's handler, relative to the repository root. */
 export const functionEntry = (name: FunctionName): string => `functions/${name}.ts`;
 
+export interface FunctionSettings {
+  readonly description: string;
+  /** Fits the work: HTTP routes stay under API Gateway's 30 s; the scheduler has a budget below its timeout. */
+  readonly timeoutSeconds: number;
+  readonly memoryMb: number;
+}
+
+export const functionSettings: Readonly<Record<FunctionName, FunctionSettings>> = {
+  'connect-session': {
+    description: 'Creates a single-use connect session',
+    timeoutSeconds: 10,
+    memoryMb: 256,
+  },
+  authorize: {
+    description: 'GET /connect/{provider}: redirects to the CRM',
+    timeoutSeconds: 10,
+    memoryMb: 256,
+  },
+  callback: {
+    description: 'GET|POST /callback/{provider}: completes the flow',
+    timeoutSeconds: 29,
+    memoryMb: 256,
+  },
+  'token-fetch': { description: 'Returns a valid access token', timeoutSeconds: 30, memoryMb: 256 },
+  connections: { description: 'Lists, gets and deletes connections', timeoutSeconds: 30, memoryMb: 256 },
+  refresh: { description: 'Forces a refresh of one connection', timeoutSeconds: 29, memoryMb: 256 },
+  'refresh-scheduled': { description: 'Refreshes tokens due soon', timeoutSeconds: 300, memoryMb: 512 },
+};
+
 export interface HttpRoute {
   readonly method: 'GET' | 'POST';
   /** API Gateway route path, with `{param}` placeholders. */

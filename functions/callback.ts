@@ -1,0 +1,81 @@
+/**
+ * `GET` and `POST /callback/{provider}`: validate the CRM's answer, consume the
+ * state, exchange the code, encrypt, store, and redirect to `returnTo` (or show
+ * a result page).
+ *
+ * Copper returns with a cross-site form POST, on which browsers do not send our
+ * `SameSite=Lax` cookie. Such a POST is bounced once through a page that
+ * re-submits the same fields to this same path: that second POST is same-site,
+ * so the cookie comes with it and the browser binding still holds
+ * (security.md row 2). The cookie is never relaxed to `SameSite=None`.
+ */
+import { type CallbackParams, completeAuthorization } from './lib/connect-flow.ts';
+import { type Deps, lambdaHandler } from './lib/deps.ts';
+import { FlowError } from './lib/errors.ts';
+import {
+  FLOW_COOKIE,
+  type HttpEvent,
+  escapeHtml,
+  formParams,
+  htmlPage,
+  queryParams,
+  readCookie,
+  redirect,
+  returnToWith,
+} from './lib/http.ts';
+import { httpHandler } from './lib/middleware.ts';
+import { isProviderId } from './lib/providers.ts';
+
+const FIELDS = ['state', 'code', 'error', 'error_description', 'iss'] as const;
+const BOUNCED = '_bounced';
+
+export const createHandler = (deps: Deps) =>
+  httpHandler(deps.logger, 'callback', async (event: HttpEvent) => {
+    const provider = event.pathParameters?.provider;
+    if (!isProviderId(provider) || !deps.config.clients[provider]) {
+      throw new FlowError(404, 'unknown_provider', 'This CRM is not available.');
+    }
+    const method = event.requestContext.http.method;
+    if (method !== 'GET' && method !== 'POST')
+      throw new FlowError(405, 'method_not_allowed', 'Method not allowed.');
+    // Copper posts a form; some integrations read its answer from the query: accept both.
+    const raw = method === 'POST' ? { ...queryParams(event), ...formParams(event) } : queryParams(event);
+    const params: CallbackParams = {};
+    for (const field of FIELDS) if (raw[field] !== undefined) params[field] = raw[field];
+
+    const cookie = readCookie(event, FLOW_COOKIE);
+    if (method === 'POST' && cookie === undefined && raw[BOUNCED] === undefined) {
+      return bouncePage(`${deps.config.publicBaseUrl}/callback/${provider}`, params);
+    }
+
+    const outcome = await completeAuthorization(deps, provider, params, cookie);
+    const { connectionId } = outcome.connection;
+    if (outcome.returnTo) {
+      return redirect(returnToWith(outcome.returnTo, { status: 'connected', connection_id: connectionId }));
+    }
+    const account = outcome.connection.account.name ?? outcome.connection.account.id;
+    return htmlPage(
+      200,
+      'Connected',
+      `<h1 class="ok">Connected to ${escapeHtml(outcome.providerName)}</h1>
+<p>The account <strong>${escapeHtml(account)}</strong> is now ${outcome.created ? 'connected' : 'reconnected'}.</p>
+<p>Connection id: <code>${escapeHtml(connectionId)}</code></p><p>You can close this page.</p>`,
+    );
+  });
+
+/** Re-submits the CRM's form answer to ourselves, same-site, so the Lax cookie is sent. */
+function bouncePage(action: string, params: CallbackParams) {
+  const inputs = Object.entries(params)
+    .map(([name, value]) => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`)
+    .join('');
+  return htmlPage(
+    200,
+    'Finishing connection',
+    `<h1>Finishing the connection…</h1>
+<form method="post" action="${escapeHtml(action)}">${inputs}<input type="hidden" name="${BOUNCED}" value="1">
+<button type="submit">Continue</button></form>`,
+    { script: 'document.forms[0].submit();' },
+  );
+}
+
+export const handler = lambdaHandler(createHandler);

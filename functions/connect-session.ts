@@ -1,0 +1,19 @@
+/**
+ * `connect-session` (Lambda Invoke): a trusted backend decides whose connection
+ * a browser is about to create, and gets a short-lived, single-use connect URL.
+ */
+import { createConnectSession } from './lib/connect-flow.ts';
+import { type Deps, lambdaHandler } from './lib/deps.ts';
+import { invokeHandler } from './lib/middleware.ts';
+import * as v from './lib/validate.ts';
+
+export const createHandler = (deps: Deps) =>
+  invokeHandler(deps.logger, 'connect-session', async (event: unknown) => {
+    const payload = v.objectPayload(event, ['ownerId', 'provider', 'returnTo']);
+    const ownerId = v.ownerId(payload.ownerId);
+    const provider = v.configuredProvider(deps.config, payload.provider);
+    const returnTo = v.returnTo(deps.config, payload.returnTo);
+    return createConnectSession(deps, { ownerId, provider, ...(returnTo ? { returnTo } : {}) });
+  });
+
+export const handler = lambdaHandler(createHandler);

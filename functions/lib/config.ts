@@ -1,0 +1,127 @@
+/**
+ * Configuration, read and checked once per cold start: a bad deploy fails at
+ * init, not on the thousandth request. Every setting is in README.md.
+ */
+import { ConfigError } from './errors.ts';
+import {
+  type ProviderDefinition,
+  type ProviderId,
+  envPrefix,
+  providerIds,
+  resolveProviders,
+} from './providers.ts';
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface ClientCredentials {
+  clientId: string;
+  /** Present when the secret comes from the environment (local); in AWS it is read from Secrets Manager. */
+  clientSecret?: string;
+}
+
+export interface Config {
+  tableName: string;
+  /** Where the public routes are reachable; redirect URIs are `${publicBaseUrl}/callback/{provider}`. */
+  publicBaseUrl: string;
+  /** Exact origins (`scheme://host[:port]`) allowed for `returnTo`. */
+  returnToOrigins: ReadonlySet<string>;
+  /** KMS key for envelope encryption; unset means the local master key. */
+  kmsKeyId: string | undefined;
+  /** Base64 32-byte local master key (local server only). */
+  localMasterKey: string | undefined;
+  /** Secrets Manager secret holding `{ "<provider>": "<client secret>" }` (AWS). */
+  clientSecretsArn: string | undefined;
+  providers: Readonly<Record<ProviderId, ProviderDefinition>>;
+  /** Client credentials of the providers that are configured; a provider without them is not offered. */
+  clients: Readonly<Partial<Record<ProviderId, ClientCredentials>>>;
+  connectSessionTtlSeconds: number;
+  stateTtlSeconds: number;
+  /** Timeout of one call to a CRM. */
+  providerTimeoutMs: number;
+  refreshIntervalSeconds: number;
+  /** How long before expiry the scheduler refreshes a token. */
+  refreshLeadSeconds: number;
+  /** How often a non-expiring token (Copper) is verified with the CRM's identity call. */
+  healthCheckIntervalSeconds: number;
+  eventBusName: string | undefined;
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}`);
+  }
+  return value;
+}
+
+/** `scheme://host[:port]` of a URL, or undefined when it is not an absolute http(s) URL. */
+export function originOf(value: string): string | undefined {
+  try {
+    const url = new URL(value);
+    return url.protocol === 'https:' || url.protocol === 'http:' ? url.origin : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function loadConfig(env: Env): Config {
+  const port = env.PORT ?? '3000';
+  const publicBaseUrl = (env.PUBLIC_BASE_URL ?? `http://localhost:${port}`).replace(/\/+$/, '');
+  const publicOrigin = originOf(publicBaseUrl);
+  if (!publicOrigin) throw new ConfigError('PUBLIC_BASE_URL must be an absolute http(s) URL');
+
+  const origins = (env.RETURN_TO_ORIGINS ?? publicOrigin)
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean);
+  for (const origin of origins) {
+    if (originOf(origin) !== origin) {
+      throw new ConfigError('RETURN_TO_ORIGINS must list origins like https://app.example.com (no path)');
+    }
+  }
+
+  let providers: Record<ProviderId, ProviderDefinition>;
+  try {
+    providers = resolveProviders(env);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+
+  const clients: Partial<Record<ProviderId, ClientCredentials>> = {};
+  for (const id of providerIds) {
+    const clientId = env[`${envPrefix(id)}_CLIENT_ID`];
+    const clientSecret = env[`${envPrefix(id)}_CLIENT_SECRET`];
+    if (clientId) clients[id] = clientSecret ? { clientId, clientSecret } : { clientId };
+  }
+
+  const kmsKeyId = env.KMS_KEY_ID || undefined;
+  const localMasterKey = env.LOCAL_MASTER_KEY || undefined;
+  if (!kmsKeyId && !localMasterKey)
+    throw new ConfigError('KMS_KEY_ID (or, locally, LOCAL_MASTER_KEY) must be set');
+  if (!kmsKeyId && localMasterKey && Buffer.from(localMasterKey, 'base64').length !== 32) {
+    throw new ConfigError('LOCAL_MASTER_KEY must be 32 bytes, base64');
+  }
+
+  return {
+    tableName: env.TABLE_NAME || 'crm-oauth-broker',
+    publicBaseUrl,
+    returnToOrigins: new Set(origins),
+    kmsKeyId,
+    localMasterKey,
+    clientSecretsArn: env.CLIENT_SECRETS_ARN || undefined,
+    providers,
+    clients,
+    connectSessionTtlSeconds: int(env, 'CONNECT_SESSION_TTL_SECONDS', 600, 30, 900),
+    stateTtlSeconds: int(env, 'STATE_TTL_SECONDS', 600, 30, 900),
+    providerTimeoutMs: int(env, 'PROVIDER_TIMEOUT_MS', 8000, 100, 60_000),
+    refreshIntervalSeconds: int(env, 'REFRESH_INTERVAL_SECONDS', 300, 1, 86_400),
+    refreshLeadSeconds: int(env, 'REFRESH_LEAD_SECONDS', 900, 60, 86_400),
+    healthCheckIntervalSeconds: int(env, 'HEALTH_CHECK_INTERVAL_SECONDS', 86_400, 60, 30 * 86_400),
+    eventBusName: env.EVENT_BUS_NAME || undefined,
+  };
+}
+
+export const redirectUri = (config: Config, provider: ProviderId): string =>
+  `${config.publicBaseUrl}/callback/${provider}`;

@@ -1,0 +1,252 @@
+/**
+ * The connect flow's use cases: start a session, send the browser to the CRM,
+ * and finish on the callback. No AWS here: storage, crypto and HTTP come in
+ * through `Deps`.
+ */
+import { createHash } from 'node:crypto';
+import { redirectUri } from './config.ts';
+import { ProviderUnavailable, FlowError } from './errors.ts';
+import type { Deps } from './deps.ts';
+import { isRandomToken, pkceChallenge, randomToken, sha256Hex } from './crypto.ts';
+import { errorFields } from './logger.ts';
+import { TokenEndpointRejected, buildAuthorizationUrl } from './oauth.ts';
+import type { ProviderId, TokenResponse } from './providers.ts';
+import type { ConnectionRecord } from './store.ts';
+import { dueSlot } from './schedule.ts';
+
+/** The same owner, CRM and CRM account always map to the same connection id. */
+export function connectionIdFor(ownerId: string, provider: ProviderId, accountId: string): string {
+  const digest = createHash('sha256').update(`${provider}\0${ownerId}\0${accountId}`).digest('hex');
+  return `conn_${digest.slice(0, 32)}`;
+}
+
+/** Encryption context (and GCM associated data) of a connection's tokens; nothing secret in it. */
+export const tokenContext = (c: Pick<ConnectionRecord, 'connectionId' | 'ownerId' | 'provider'>) => ({
+  purpose: 'crm-oauth-broker/tokens',
+  connectionId: c.connectionId,
+  ownerId: c.ownerId,
+  provider: c.provider,
+});
+
+/** What is encrypted: the token set, never stored anywhere in plaintext. */
+export interface StoredTokens {
+  accessToken: string;
+  refreshToken?: string;
+}
+
+export async function createConnectSession(
+  deps: Deps,
+  input: { ownerId: string; provider: ProviderId; returnTo?: string },
+): Promise<{ connectUrl: string; expiresAt: string }> {
+  const session = randomToken();
+  const expiresAt = deps.now() + deps.config.connectSessionTtlSeconds * 1000;
+  await deps.store.putSession({ sessionHash: sha256Hex(session), expiresAt, ...input });
+  const url = new URL(`${deps.config.publicBaseUrl}/connect/${input.provider}`);
+  url.searchParams.set('session', session);
+  return { connectUrl: url.toString(), expiresAt: new Date(expiresAt).toISOString() };
+}
+
+/**
+ * `/connect/{provider}`: consumes the session, records a fresh state (hash only)
+ * bound to this browser's cookie, and returns where to send the browser.
+ */
+export async function beginAuthorization(
+  deps: Deps,
+  provider: ProviderId,
+  session: unknown,
+  existingCookie: string | undefined,
+): Promise<{ location: string; cookieValue: string }> {
+  if (!isRandomToken(session)) throw new FlowError(400, 'invalid_session', 'This connect link is not valid.');
+  const now = deps.now();
+  const record = await deps.store.consumeSession(sha256Hex(session), provider, now);
+  if (!record) {
+    throw new FlowError(400, 'invalid_session', 'This connect link has expired or was already used.');
+  }
+  const definition = deps.config.providers[provider];
+  const client = deps.config.clients[provider];
+  if (!client) throw new FlowError(404, 'unknown_provider', 'This CRM is not available.');
+
+  // One cookie per browser, reused across parallel flows so two tabs don't clobber each other.
+  const cookieValue = isRandomToken(existingCookie) ? existingCookie : randomToken();
+  const state = randomToken();
+  const codeVerifier = definition.pkce ? randomToken() : undefined;
+  await deps.store.putState({
+    stateHash: sha256Hex(state),
+    provider,
+    ownerId: record.ownerId,
+    ...(record.returnTo ? { returnTo: record.returnTo } : {}),
+    cookieHash: sha256Hex(cookieValue),
+    ...(codeVerifier ? { codeVerifier } : {}),
+    expiresAt: now + deps.config.stateTtlSeconds * 1000,
+  });
+  const location = buildAuthorizationUrl(definition, {
+    clientId: client.clientId,
+    redirectUri: redirectUri(deps.config, provider),
+    state,
+    ...(codeVerifier ? { codeChallenge: pkceChallenge(codeVerifier) } : {}),
+  });
+  deps.logger.info('authorization started', { provider });
+  return { location, cookieValue };
+}
+
+/** The CRM's answer on the callback, from the query string or (Copper) a form body. */
+export interface CallbackParams {
+  state?: string;
+  code?: string;
+  error?: string;
+  error_description?: string;
+  iss?: string;
+}
+
+export interface CallbackOutcome {
+  connection: ConnectionRecord;
+  created: boolean;
+  returnTo?: string;
+  providerName: string;
+}
+
+const CODE_SHAPE = /^[\x21-\x7e]{1,2048}$/;
+const ERROR_SHAPE = /^[\x20-\x7e]{1,128}$/;
+
+/**
+ * `/callback/{provider}`: validate the CRM's answer, consume the state, exchange
+ * the code, identify the account, encrypt and store the tokens.
+ */
+export async function completeAuthorization(
+  deps: Deps,
+  provider: ProviderId,
+  params: CallbackParams,
+  cookieValue: string | undefined,
+): Promise<CallbackOutcome> {
+  // 1. Validate the answer before touching storage or the CRM.
+  if (!isRandomToken(params.state)) {
+    throw new FlowError(400, 'invalid_state', 'The sign-in answer is missing its state or it is malformed.');
+  }
+  if (!isRandomToken(cookieValue)) {
+    throw new FlowError(400, 'invalid_state', 'This browser did not start this connection (cookie missing).');
+  }
+  const definition = deps.config.providers[provider];
+  // RFC 9207: an `iss` must match exactly; these CRMs publish none, so any `iss` is refused.
+  if (params.iss !== undefined && params.iss !== definition.issuer) {
+    throw new FlowError(400, 'invalid_issuer', 'The sign-in answer came from an unexpected issuer.');
+  }
+  const hasError = params.error !== undefined;
+  if (hasError && !ERROR_SHAPE.test(params.error as string)) {
+    throw new FlowError(400, 'invalid_request', 'The sign-in answer is malformed.');
+  }
+  if (!hasError && (params.code === undefined || !CODE_SHAPE.test(params.code))) {
+    throw new FlowError(400, 'invalid_request', 'The sign-in answer has no valid authorization code.');
+  }
+
+  // 2. Consume the state: exists, unexpired, this provider, this browser (one conditional delete).
+  const state = await deps.store.consumeState(
+    sha256Hex(params.state),
+    provider,
+    sha256Hex(cookieValue),
+    deps.now(),
+  );
+  if (!state) {
+    throw new FlowError(
+      400,
+      'invalid_state',
+      'This sign-in answer has expired, was already used, or is not yours.',
+    );
+  }
+  const returnTo = state.returnTo;
+
+  // 3. The person declined (or the CRM failed the request): nothing to store.
+  if (hasError) {
+    const code = params.error === 'access_denied' ? 'access_denied' : 'authorization_failed';
+    const description =
+      params.error_description && ERROR_SHAPE.test(params.error_description)
+        ? params.error_description
+        : undefined;
+    throw new FlowError(
+      400,
+      code,
+      code === 'access_denied'
+        ? 'Access was declined at the CRM.'
+        : `The CRM could not authorize the connection${description ? `: ${description}` : '.'}`,
+      returnTo,
+    );
+  }
+
+  // 4. Exchange the code (same redirect_uri as at authorize; PKCE verifier where sent).
+  let token: TokenResponse;
+  try {
+    token = await deps.oauth.exchangeCode(definition, {
+      code: params.code as string,
+      redirectUri: redirectUri(deps.config, provider),
+      ...(state.codeVerifier ? { codeVerifier: state.codeVerifier } : {}),
+    });
+  } catch (err) {
+    deps.logger.warn('code exchange failed', { provider, ...errorFields(err) });
+    if (err instanceof TokenEndpointRejected) {
+      throw new FlowError(
+        400,
+        'token_exchange_failed',
+        'The CRM refused the sign-in. Please try again.',
+        returnTo,
+        {
+          cause: err,
+        },
+      );
+    }
+    throw new FlowError(
+      400,
+      'provider_unavailable',
+      'The CRM could not be reached. Please try again.',
+      returnTo,
+      {
+        cause: err,
+      },
+    );
+  }
+
+  // 5. Identify the CRM account the token belongs to.
+  let account;
+  try {
+    account = await deps.oauth.identify(definition, token);
+  } catch (err) {
+    deps.logger.warn('identity call failed', { provider, ...errorFields(err) });
+    const code = err instanceof ProviderUnavailable ? 'provider_unavailable' : 'identity_failed';
+    throw new FlowError(400, code, 'The CRM account could not be identified. Please try again.', returnTo, {
+      cause: err,
+    });
+  }
+
+  // 6. Encrypt and store. Re-connecting the same account for the same owner keeps the connection id.
+  const now = deps.now();
+  const ids = {
+    connectionId: connectionIdFor(state.ownerId, provider, account.id),
+    ownerId: state.ownerId,
+    provider,
+  };
+  const stored: StoredTokens = {
+    accessToken: token.access_token,
+    ...(token.refresh_token ? { refreshToken: token.refresh_token } : {}),
+  };
+  const expiresAt = token.expires_in !== undefined ? now + token.expires_in * 1000 : null;
+  const { created, connection } = await deps.store.upsertConnection({
+    ...ids,
+    account,
+    status: 'active',
+    tokens: await deps.envelope.encrypt(JSON.stringify(stored), tokenContext(ids)),
+    expiresAt,
+    issuedLifetimeSeconds: token.expires_in ?? null,
+    lastRefreshedAt: null,
+    lastError: null,
+    updatedAt: now,
+    refreshFailures: 0,
+    ...dueSlot(deps.config, ids.connectionId, { expiresAt, refreshable: Boolean(token.refresh_token), now }),
+  });
+  await deps.events.publish({
+    type: created ? 'connection.created' : 'connection.reconnected',
+    detail: { ...ids, at: new Date(now).toISOString() },
+  });
+  deps.logger.info(created ? 'connection created' : 'connection reconnected', {
+    provider,
+    connectionId: ids.connectionId,
+  });
+  return { connection, created, providerName: definition.displayName, ...(returnTo ? { returnTo } : {}) };
+}

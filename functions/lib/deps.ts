@@ -1,0 +1,81 @@
+/**
+ * The composition root: AWS clients and services built once per cold start
+ * (module scope in Lambda) and handed to the handlers, so tests and the local
+ * server can hand in their own.
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { KMSClient } from '@aws-sdk/client-kms';
+import type { Logger } from '@aws-lambda-powertools/logger';
+import { type Config, type Env, loadConfig } from './config.ts';
+import { Envelope, type KeyProvider, KmsKeyProvider, LocalKeyProvider } from './envelope.ts';
+import { type EventPublisher, MemoryEventLog, createEventBridgePublisher } from './events.ts';
+import { createLogger } from './logger.ts';
+import { OAuthClient } from './oauth.ts';
+import { ProviderHttp } from './provider-http.ts';
+import { ConfiguredClientSecrets } from './secrets.ts';
+import { Store } from './store.ts';
+
+export interface Deps {
+  config: Config;
+  store: Store;
+  envelope: Envelope;
+  oauth: OAuthClient;
+  events: EventPublisher;
+  logger: Logger;
+  now: () => number;
+  sleep: (ms: number) => Promise<void>;
+}
+
+export interface DepsOverrides {
+  dynamo?: DynamoDBClient;
+  keyProvider?: KeyProvider;
+  fetch?: typeof fetch;
+  events?: EventPublisher;
+  logger?: Logger;
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+export function createDeps(env: Env, overrides: DepsOverrides = {}): Deps {
+  const config = loadConfig(env);
+  const logger = overrides.logger ?? createLogger();
+  const now = overrides.now ?? Date.now;
+  const sleep = overrides.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const keyProvider =
+    overrides.keyProvider ??
+    (config.kmsKeyId
+      ? new KmsKeyProvider(new KMSClient({}), config.kmsKeyId)
+      : new LocalKeyProvider(config.localMasterKey as string));
+  const http = new ProviderHttp({ timeoutMs: config.providerTimeoutMs, fetch: overrides.fetch, now, sleep });
+  return {
+    config,
+    store: new Store(overrides.dynamo ?? new DynamoDBClient({}), config.tableName),
+    envelope: new Envelope(keyProvider, undefined, now),
+    oauth: new OAuthClient(http, new ConfiguredClientSecrets(config)),
+    events:
+      overrides.events ??
+      (config.eventBusName ? createEventBridgePublisher(config.eventBusName, logger) : new MemoryEventLog()),
+    logger,
+    now,
+    sleep,
+  };
+}
+
+let processDeps: Deps | undefined;
+/** The deps of this process, from `process.env` (Lambda). */
+export const defaultDeps = (): Deps => (processDeps ??= createDeps(process.env));
+
+/**
+ * The exported Lambda `handler` of a function module. In Lambda the deps are
+ * built at import (init), so a bad configuration fails the cold start; elsewhere
+ * (tests, local server) only when first called, since they call `create` with
+ * deps of their own.
+ */
+export function lambdaHandler<E, R>(
+  create: (deps: Deps) => (event: E, context: import('aws-lambda').Context) => Promise<R>,
+): (event: E, context: import('aws-lambda').Context) => Promise<R> {
+  let handler: ((event: E, context: import('aws-lambda').Context) => Promise<R>) | undefined;
+  const get = () => (handler ??= create(defaultDeps()));
+  if (process.env.AWS_LAMBDA_FUNCTION_NAME) get();
+  return (event, context) => get()(event, context);
+}

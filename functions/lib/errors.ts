@@ -1,0 +1,81 @@
+/**
+ * Typed errors. The `name` of an error thrown from an invoked function becomes
+ * Lambda's `errorType`, so callers (SDK, Step Functions) can branch on it.
+ * Messages never contain a token, code, state, cookie or secret.
+ */
+
+export type ErrorType = 'InvalidRequest' | 'ConnectionNotFound' | 'NeedsReauth' | 'ProviderUnavailable';
+
+export class BrokerError extends Error {
+  /** Safe to show to the caller (its message holds no secret and no internals). */
+  readonly expose: boolean = true;
+  constructor(
+    readonly errorType: ErrorType,
+    message: string,
+    /** A short machine-readable code for redirects (`?error=<code>`) and logs. */
+    readonly code: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = errorType;
+  }
+}
+
+export class InvalidRequest extends BrokerError {
+  constructor(message: string, code = 'invalid_request', options?: { cause?: unknown }) {
+    super('InvalidRequest', message, code, options);
+  }
+}
+
+export class ConnectionNotFound extends BrokerError {
+  constructor(message = 'No such connection', options?: { cause?: unknown }) {
+    super('ConnectionNotFound', message, 'connection_not_found', options);
+  }
+}
+
+export class NeedsReauth extends BrokerError {
+  constructor(
+    message = 'The CRM rejected the grant; the person must connect again',
+    options?: { cause?: unknown },
+  ) {
+    super('NeedsReauth', message, 'needs_reauth', options);
+  }
+}
+
+export class ProviderUnavailable extends BrokerError {
+  constructor(
+    message = 'The CRM is failing or rate-limiting; retry later',
+    /** Seconds the CRM asked us to wait (429/503 `Retry-After`), when it said. */
+    readonly retryAfterSeconds?: number,
+    options?: { cause?: unknown },
+  ) {
+    super('ProviderUnavailable', message, 'provider_unavailable', options);
+  }
+}
+
+/**
+ * A refused browser step (bad state, declined consent, ...): shown as a 4xx page
+ * or as `?status=error&error=<code>` on `returnTo`.
+ */
+export class FlowError extends Error {
+  readonly expose = true;
+  constructor(
+    readonly statusCode: 400 | 403 | 404 | 405 | 413,
+    readonly code: string,
+    message: string,
+    /** Where the person should be sent back, once it is known (after the state was consumed). */
+    readonly returnTo?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'FlowError';
+  }
+}
+
+/** A misconfiguration found at cold start: fail init, not the thousandth request. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * Calls to a CRM: a timeout on every call, a cap on response size, and retries
+ * only for what is transient (network errors, 5xx, 429), with capped
+ * exponential backoff and jitter that honours `Retry-After` (security.md row 11).
+ */
+import { ProviderUnavailable } from './errors.ts';
+
+export interface ProviderResponse {
+  status: number;
+  headers: Headers;
+  /** Parsed JSON body, or undefined when the body was not JSON. */
+  json: unknown;
+}
+
+export interface RetryPolicy {
+  /** Total attempts, the first included. */
+  maxAttempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const noRetry: RetryPolicy = { maxAttempts: 1, baseDelayMs: 0, maxDelayMs: 0 };
+
+export interface ProviderHttpOptions {
+  timeoutMs: number;
+  /** Largest response body read, in bytes; a larger one is a protocol failure. */
+  maxBodyBytes?: number;
+  fetch?: typeof fetch;
+  sleep?: (ms: number) => Promise<void>;
+  random?: () => number;
+  now?: () => number;
+}
+
+/** The CRM answered, but not in a way we can use (unparseable, oversized): transient, never a dead grant. */
+export class ProviderProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProviderProtocolError';
+  }
+}
+
+/** Whole seconds from a `Retry-After` header (delta-seconds or HTTP date), capped at an hour. */
+export function retryAfterSeconds(headers: Headers, now: number): number | undefined {
+  const raw = headers.get('retry-after');
+  if (!raw) return undefined;
+  const seconds = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : (Date.parse(raw) - now) / 1000;
+  return Number.isFinite(seconds) && seconds >= 0 ? Math.min(Math.ceil(seconds), 3600) : undefined;
+}
+
+export const isTransientStatus = (status: number): boolean => status === 429 || status >= 500;
+
+const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function readCapped(response: Response, maxBytes: number): Promise<string> {
+  const declared = Number(response.headers.get('content-length') ?? '0');
+  if (declared > maxBytes) {
+    await response.body?.cancel();
+    throw new ProviderProtocolError('CRM response too large');
+  }
+  if (!response.body) return '';
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel();
+      throw new ProviderProtocolError('CRM response too large');
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export class ProviderHttp {
+  private readonly fetch: typeof fetch;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly random: () => number;
+  private readonly now: () => number;
+  private readonly maxBodyBytes: number;
+
+  constructor(private readonly options: ProviderHttpOptions) {
+    this.fetch = options.fetch ?? globalThis.fetch;
+    this.sleep = options.sleep ?? realSleep;
+    this.random = options.random ?? Math.random;
+    this.now = options.now ?? Date.now;
+    this.maxBodyBytes = options.maxBodyBytes ?? 256 * 1024;
+  }
+
+  /**
+   * One request, retried per `policy` while the answer is transient and the
+   * `deadline` (epoch ms) allows. Returns the last response, whatever its
+   * status; throws `ProviderUnavailable` when no usable answer came.
+   */
+  async request(
+    url: string,
+    init: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string },
+    policy: RetryPolicy = noRetry,
+    deadline = Number.POSITIVE_INFINITY,
+  ): Promise<ProviderResponse> {
+    let lastError: unknown;
+    for (let attempt = 1; ; attempt++) {
+      const remaining = deadline - this.now();
+      const timeout = Math.min(this.options.timeoutMs, remaining);
+      if (timeout <= 0) break;
+      let retryAfter: number | undefined;
+      try {
+        const response = await this.fetch(url, {
+          method: init.method,
+          headers: { Accept: 'application/json', ...init.headers },
+          body: init.body,
+          redirect: 'manual',
+          signal: AbortSignal.timeout(timeout),
+        });
+        const text = await readCapped(response, this.maxBodyBytes);
+        let json: unknown;
+        try {
+          json = text ? JSON.parse(text) : undefined;
+        } catch {
+          json = undefined;
+        }
+        if (!isTransientStatus(response.status))
+          return { status: response.status, headers: response.headers, json };
+        retryAfter = retryAfterSeconds(response.headers, this.now());
+        lastError = new ProviderUnavailable(`CRM answered ${response.status}`, retryAfter);
+      } catch (err) {
+        // Network error, timeout, or oversized body: transient.
+        lastError = err;
+      }
+      if (attempt >= policy.maxAttempts) break;
+      const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
+      const delay = Math.max(
+        retryAfter !== undefined ? retryAfter * 1000 : 0,
+        backoff * (0.5 + this.random() / 2),
+      );
+      if (this.now() + delay >= deadline) break;
+      await this.sleep(delay);
+    }
+    if (lastError instanceof ProviderUnavailable) throw lastError;
+    throw new ProviderUnavailable('The CRM could not be reached', undefined, { cause: lastError });
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * The scheduled refresh: visits only the connections whose due time has come,
+ * found through the sparse, sharded `byDueTime` index (never a Scan), with
+ * bounded concurrency inside a time budget; whatever is left waits for the next run.
+ */
+import { QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { Deps } from './deps.ts';
+import { errorFields } from './logger.ts';
+import { DUE_INDEX, DUE_SHARDS, keys } from './table.ts';
+import { refreshConnection } from './tokens.ts';
+import type { ConnectionRecord } from './store.ts';
+
+export interface ScheduledRunOptions {
+  /** Stop starting refreshes after this many ms. */
+  budgetMs: number;
+  concurrency?: number;
+  /** Most due connections read in one run. */
+  maxConnections?: number;
+  /** Largest random delay before each refresh, spreading calls to a CRM. */
+  jitterMs?: number;
+}
+
+export interface ScheduledRunSummary {
+  due: number;
+  refreshed: number;
+  failed: number;
+  needsReauth: number;
+  skipped: number;
+  /** Index items read to find the due connections: grows with `due`, not with the table. */
+  itemsRead: number;
+  /** Due connections left for the next run (budget or limit reached). */
+  deferred: number;
+}
+
+/** Connection ids due now, read shard by shard from the due-time index. */
+export async function findDueConnections(
+  db: DynamoDBClient,
+  tableName: string,
+  nowSeconds: number,
+  limit: number,
+): Promise<{ ids: string[]; itemsRead: number; more: boolean }> {
+  const ids: string[] = [];
+  let itemsRead = 0;
+  let more = false;
+  const perShard = Math.max(1, Math.ceil(limit / DUE_SHARDS));
+  await Promise.all(
+    Array.from({ length: DUE_SHARDS }, async (_, shard) => {
+      let startKey: Record<string, AttributeValue> | undefined;
+      let taken = 0;
+      do {
+        const out = await db.send(
+          new QueryCommand({
+            TableName: tableName,
+            IndexName: DUE_INDEX,
+            KeyConditionExpression: 'duePk = :pk AND dueAt <= :now',
+            ExpressionAttributeValues: { ':pk': { S: keys.duePk(shard) }, ':now': { N: String(nowSeconds) } },
+            Limit: Math.min(100, perShard - taken),
+            ExclusiveStartKey: startKey,
+          }),
+        );
+        itemsRead += out.ScannedCount ?? out.Items?.length ?? 0;
+        for (const item of out.Items ?? []) {
+          const pk = item.pk?.S;
+          if (pk?.startsWith('CONN#')) ids.push(pk.slice('CONN#'.length));
+        }
+        taken += out.Items?.length ?? 0;
+        startKey = out.LastEvaluatedKey;
+      } while (startKey && taken < perShard);
+      if (startKey) more = true;
+    }),
+  );
+  return { ids, itemsRead, more };
+}
+
+export async function runScheduledRefresh(
+  deps: Deps,
+  db: DynamoDBClient,
+  options: ScheduledRunOptions,
+): Promise<ScheduledRunSummary> {
+  const started = deps.now();
+  const stopAt = started + options.budgetMs;
+  const concurrency = options.concurrency ?? 10;
+  const jitterMs = options.jitterMs ?? 250;
+  const { ids, itemsRead, more } = await findDueConnections(
+    db,
+    deps.config.tableName,
+    Math.floor(started / 1000),
+    options.maxConnections ?? 1000,
+  );
+  const summary: ScheduledRunSummary = {
+    due: ids.length,
+    refreshed: 0,
+    failed: 0,
+    needsReauth: 0,
+    skipped: 0,
+    itemsRead,
+    deferred: more ? 1 : 0,
+  };
+  // Shuffle so a CRM sees the work spread out, not in index order.
+  for (let i = ids.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [ids[i], ids[j]] = [ids[j] as string, ids[i] as string];
+  }
+  const stillDue = (c: ConnectionRecord) => c.dueAt !== undefined && c.dueAt * 1000 <= deps.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < ids.length) {
+      if (deps.now() >= stopAt) {
+        summary.deferred += ids.length - next;
+        next = ids.length;
+        return;
+      }
+      const id = ids[next++] as string;
+      if (jitterMs > 0) await deps.sleep(Math.floor(Math.random() * jitterMs));
+      try {
+        const connection = await deps.store.getConnection(id);
+        if (!connection || connection.status !== 'active' || !stillDue(connection)) {
+          summary.skipped++;
+          continue;
+        }
+        await refreshConnection(deps, connection, { satisfied: (c) => !stillDue(c), deadline: stopAt });
+        summary.refreshed++;
+      } catch (err) {
+        if ((err as Error).name === 'NeedsReauth') summary.needsReauth++;
+        else {
+          summary.failed++;
+          deps.logger.warn('scheduled refresh failed', { connectionId: id, ...errorFields(err) });
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, ids.length) }, worker));
+  deps.logger.info('scheduled refresh run', { ...summary });
+  return summary;
+}

@@ -1,0 +1,49 @@
+/**
+ * CRM client credentials. Client ids come from the environment; client
+ * secrets from the environment locally, or from one Secrets Manager secret
+ * (`{ "copper": "...", "capsule": "...", "close": "..." }`) in AWS, read once
+ * per cold start and cached.
+ */
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { Config } from './config.ts';
+import { ConfigError } from './errors.ts';
+import type { ClientSecrets } from './oauth.ts';
+import type { ProviderDefinition, ProviderId } from './providers.ts';
+
+export class ConfiguredClientSecrets implements ClientSecrets {
+  private fromSecretsManager?: Promise<Partial<Record<ProviderId, string>>>;
+
+  constructor(
+    private readonly config: Config,
+    private readonly secretsManager: () => SecretsManagerClient = () => new SecretsManagerClient({}),
+  ) {}
+
+  clientId(provider: ProviderDefinition): string {
+    const client = this.config.clients[provider.id];
+    if (!client) throw new ConfigError(`${provider.id} has no client id configured`);
+    return client.clientId;
+  }
+
+  async clientSecret(provider: ProviderDefinition): Promise<string> {
+    const client = this.config.clients[provider.id];
+    if (client?.clientSecret) return client.clientSecret;
+    if (!this.config.clientSecretsArn)
+      throw new ConfigError(`${provider.id} has no client secret configured`);
+    this.fromSecretsManager ??= this.load(this.config.clientSecretsArn).catch((err) => {
+      this.fromSecretsManager = undefined;
+      throw err;
+    });
+    const secret = (await this.fromSecretsManager)[provider.id];
+    if (!secret) throw new ConfigError(`the client secrets secret has no entry for ${provider.id}`);
+    return secret;
+  }
+
+  private async load(arn: string): Promise<Partial<Record<ProviderId, string>>> {
+    const out = await this.secretsManager().send(new GetSecretValueCommand({ SecretId: arn }));
+    try {
+      return JSON.parse(out.SecretString ?? '{}') as Partial<Record<ProviderId, string>>;
+    } catch {
+      throw new ConfigError('the client secrets secret is not a JSON object');
+    }
+  }
+}

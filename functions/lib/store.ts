@@ -1,0 +1,383 @@
+/**
+ * The DynamoDB adapter. Only single-item conditional operations, so the same
+ * code runs on DynamoDB, DynamoDB Local and the embedded local store. Expiry is
+ * always checked in the condition or in code: TTL deletes can lag by days
+ * (security.md row 4).
+ */
+import {
+  ConditionalCheckFailedException,
+  DeleteItemCommand,
+  type DynamoDBClient,
+  GetItemCommand,
+  PutItemCommand,
+  QueryCommand,
+  UpdateItemCommand,
+} from '@aws-sdk/client-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
+import type { Account, ProviderId } from './providers.ts';
+import { OWNER_INDEX, TTL_ATTRIBUTE, keys } from './table.ts';
+
+/** A connect session, created by `connect-session`, consumed once by `/connect`. */
+export interface SessionRecord {
+  sessionHash: string;
+  ownerId: string;
+  provider: ProviderId;
+  returnTo?: string;
+  /** Epoch ms. */
+  expiresAt: number;
+}
+
+/** One authorization attempt: the `state` (stored only as its hash) and what the callback needs. */
+export interface StateRecord {
+  stateHash: string;
+  provider: ProviderId;
+  ownerId: string;
+  returnTo?: string;
+  /** SHA-256 of the browser-binding cookie value. */
+  cookieHash: string;
+  /**
+   * PKCE verifier (RFC 7636), kept server side for the few minutes of the flow.
+   * Useless without the authorization code, which never touches storage.
+   */
+  codeVerifier?: string;
+  expiresAt: number;
+}
+
+export type ConnectionStatus = 'active' | 'needs_reauth';
+
+export interface ConnectionRecord {
+  connectionId: string;
+  ownerId: string;
+  provider: ProviderId;
+  account: Account;
+  status: ConnectionStatus;
+  /** Envelope-encrypted token set (see envelope.ts). */
+  tokens: string;
+  /** Epoch ms the access token expires, or null when it never does (Copper). */
+  expiresAt: number | null;
+  /** `expires_in` of the last token response: the token's issued lifetime. */
+  issuedLifetimeSeconds: number | null;
+  lastRefreshedAt: number | null;
+  lastError: string | null;
+  createdAt: number;
+  updatedAt: number;
+  /** Incremented by every token write; a refresh writes only if it is unchanged. */
+  version: number;
+  /** Refresh lease: who holds it and until when (epoch ms). */
+  leaseOwner?: string;
+  leaseUntil?: number;
+  /** Consecutive transient refresh failures, for backing off between scheduler runs. */
+  refreshFailures: number;
+  /** Sparse due-time index: shard and epoch seconds when the scheduler should visit. */
+  duePk?: string;
+  dueAt?: number;
+}
+
+const epochSeconds = (ms: number): number => Math.ceil(ms / 1000);
+
+function isConditionFailure(err: unknown): boolean {
+  return (
+    err instanceof ConditionalCheckFailedException ||
+    (err as Error)?.name === 'ConditionalCheckFailedException'
+  );
+}
+
+/** Builds `SET a = :a, ...` / `REMOVE ...` from plain values; undefined means REMOVE. */
+function updateExpression(values: Record<string, unknown>, extraSet: string[] = []) {
+  const names: Record<string, string> = {};
+  const attrValues: Record<string, unknown> = {};
+  const set: string[] = [...extraSet];
+  const remove: string[] = [];
+  for (const [name, value] of Object.entries(values)) {
+    names[`#${name}`] = name;
+    if (value === undefined) remove.push(`#${name}`);
+    else {
+      set.push(`#${name} = :${name}`);
+      attrValues[`:${name}`] = value;
+    }
+  }
+  const expression = [
+    set.length ? `SET ${set.join(', ')}` : '',
+    remove.length ? `REMOVE ${remove.join(', ')}` : '',
+  ]
+    .filter(Boolean)
+    .join(' ');
+  return { expression, names, values: attrValues };
+}
+
+export class Store {
+  constructor(
+    private readonly db: DynamoDBClient,
+    readonly tableName: string,
+  ) {}
+
+  /** The DynamoDB client this store uses (the scheduler queries the due index with it). */
+  get client(): DynamoDBClient {
+    return this.db;
+  }
+
+  async putSession(session: SessionRecord): Promise<void> {
+    await this.db.send(
+      new PutItemCommand({
+        TableName: this.tableName,
+        Item: marshall(
+          {
+            ...keys.session(session.sessionHash),
+            ...session,
+            [TTL_ATTRIBUTE]: epochSeconds(session.expiresAt),
+          },
+          { removeUndefinedValues: true },
+        ),
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
+  }
+
+  /** Deletes the session if it exists, is unexpired and is for `provider`; returns it, or undefined. */
+  async consumeSession(
+    sessionHash: string,
+    provider: ProviderId,
+    now: number,
+  ): Promise<SessionRecord | undefined> {
+    try {
+      const out = await this.db.send(
+        new DeleteItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.session(sessionHash)),
+          ConditionExpression: 'attribute_exists(pk) AND expiresAt > :now AND provider = :provider',
+          ExpressionAttributeValues: marshall({ ':now': now, ':provider': provider }),
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      return out.Attributes ? (unmarshall(out.Attributes) as SessionRecord) : undefined;
+    } catch (err) {
+      if (isConditionFailure(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async putState(state: StateRecord): Promise<void> {
+    await this.db.send(
+      new PutItemCommand({
+        TableName: this.tableName,
+        Item: marshall(
+          { ...keys.state(state.stateHash), ...state, [TTL_ATTRIBUTE]: epochSeconds(state.expiresAt) },
+          { removeUndefinedValues: true },
+        ),
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
+  }
+
+  /**
+   * Consumes a state with one conditional delete: it must exist, be unexpired,
+   * belong to `provider` and to the browser holding `cookieHash` (security.md
+   * rows 1-4, 6). A refused attempt leaves the state for the right browser.
+   */
+  async consumeState(
+    stateHash: string,
+    provider: ProviderId,
+    cookieHash: string,
+    now: number,
+  ): Promise<StateRecord | undefined> {
+    try {
+      const out = await this.db.send(
+        new DeleteItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.state(stateHash)),
+          ConditionExpression:
+            'attribute_exists(pk) AND expiresAt > :now AND provider = :provider AND cookieHash = :cookieHash',
+          ExpressionAttributeValues: marshall({
+            ':now': now,
+            ':provider': provider,
+            ':cookieHash': cookieHash,
+          }),
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      return out.Attributes ? (unmarshall(out.Attributes) as StateRecord) : undefined;
+    } catch (err) {
+      if (isConditionFailure(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async getConnection(connectionId: string, consistent = true): Promise<ConnectionRecord | undefined> {
+    const out = await this.db.send(
+      new GetItemCommand({
+        TableName: this.tableName,
+        Key: marshall(keys.connection(connectionId)),
+        ConsistentRead: consistent,
+      }),
+    );
+    return out.Item ? toConnection(unmarshall(out.Item)) : undefined;
+  }
+
+  /**
+   * Creates the connection, or replaces the tokens of an existing one for the
+   * same owner, provider and account (re-connecting keeps the `connectionId`).
+   * Returns whether it existed before.
+   */
+  async upsertConnection(
+    record: Omit<ConnectionRecord, 'createdAt' | 'version' | 'leaseOwner' | 'leaseUntil'>,
+  ): Promise<{ created: boolean; connection: ConnectionRecord }> {
+    const { connectionId, ...fields } = record;
+    const update = updateExpression(
+      {
+        ...fields,
+        connectionId,
+        gsi1pk: keys.ownerPk(record.ownerId),
+        gsi1sk: `CONN#${connectionId}`,
+        leaseOwner: undefined,
+        leaseUntil: undefined,
+      },
+      ['createdAt = if_not_exists(createdAt, :updatedAt)', 'version = if_not_exists(version, :zero) + :one'],
+    );
+    const out = await this.db.send(
+      new UpdateItemCommand({
+        TableName: this.tableName,
+        Key: marshall(keys.connection(connectionId)),
+        UpdateExpression: update.expression,
+        ExpressionAttributeNames: update.names,
+        ExpressionAttributeValues: marshall(
+          { ...update.values, ':zero': 0, ':one': 1 },
+          { removeUndefinedValues: true },
+        ),
+        ReturnValues: 'ALL_NEW',
+      }),
+    );
+    const connection = toConnection(unmarshall(out.Attributes ?? {}));
+    return { created: connection.version === 1, connection };
+  }
+
+  /**
+   * Updates fields of a connection only if its version is still `expectedVersion`
+   * (and, when given, the lease is still ours). Returns the new record, or
+   * undefined when the condition failed.
+   */
+  async updateConnection(
+    connectionId: string,
+    fields: Partial<Omit<ConnectionRecord, 'connectionId' | 'version'>>,
+    condition: { expectedVersion?: number; leaseOwner?: string; bumpVersion?: boolean },
+  ): Promise<ConnectionRecord | undefined> {
+    const update = updateExpression(fields, condition.bumpVersion ? ['version = version + :one'] : []);
+    const conditions = ['attribute_exists(pk)'];
+    const values: Record<string, unknown> = { ...update.values };
+    if (condition.bumpVersion) values[':one'] = 1;
+    if (condition.expectedVersion !== undefined) {
+      conditions.push('version = :expectedVersion');
+      values[':expectedVersion'] = condition.expectedVersion;
+    }
+    if (condition.leaseOwner !== undefined) {
+      update.names['#leaseOwnerCond'] = 'leaseOwner';
+      conditions.push('#leaseOwnerCond = :leaseOwnerCond');
+      values[':leaseOwnerCond'] = condition.leaseOwner;
+    }
+    try {
+      const out = await this.db.send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.connection(connectionId)),
+          UpdateExpression: update.expression,
+          ConditionExpression: conditions.join(' AND '),
+          ExpressionAttributeNames: update.names,
+          ExpressionAttributeValues: marshall(values, { removeUndefinedValues: true }),
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return toConnection(unmarshall(out.Attributes ?? {}));
+    } catch (err) {
+      if (isConditionFailure(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Takes the refresh lease if nobody holds an unexpired one (a crashed
+   * holder's lease lapses at `leaseUntil`). Returns the record as it is now, or
+   * undefined when someone else holds the lease.
+   */
+  async acquireRefreshLease(
+    connectionId: string,
+    owner: string,
+    now: number,
+    leaseMs: number,
+  ): Promise<ConnectionRecord | undefined> {
+    try {
+      const out = await this.db.send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.connection(connectionId)),
+          UpdateExpression: 'SET leaseOwner = :owner, leaseUntil = :until',
+          ConditionExpression:
+            'attribute_exists(pk) AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)',
+          ExpressionAttributeValues: marshall({ ':owner': owner, ':until': now + leaseMs, ':now': now }),
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return toConnection(unmarshall(out.Attributes ?? {}));
+    } catch (err) {
+      if (isConditionFailure(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async releaseRefreshLease(connectionId: string, owner: string): Promise<void> {
+    try {
+      await this.db.send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.connection(connectionId)),
+          UpdateExpression: 'REMOVE leaseOwner, leaseUntil',
+          ConditionExpression: 'leaseOwner = :owner',
+          ExpressionAttributeValues: marshall({ ':owner': owner }),
+        }),
+      );
+    } catch (err) {
+      if (!isConditionFailure(err)) throw err;
+    }
+  }
+
+  async listConnections(ownerId: string): Promise<ConnectionRecord[]> {
+    const items: ConnectionRecord[] = [];
+    let startKey: Record<string, import('@aws-sdk/client-dynamodb').AttributeValue> | undefined;
+    do {
+      const out = await this.db.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          IndexName: OWNER_INDEX,
+          KeyConditionExpression: 'gsi1pk = :pk',
+          ExpressionAttributeValues: marshall({ ':pk': keys.ownerPk(ownerId) }),
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      for (const item of out.Items ?? []) items.push(toConnection(unmarshall(item)));
+      startKey = out.LastEvaluatedKey;
+    } while (startKey);
+    return items;
+  }
+
+  /** Deletes the connection; returns the deleted record, or undefined if there was none. */
+  async deleteConnection(connectionId: string): Promise<ConnectionRecord | undefined> {
+    const out = await this.db.send(
+      new DeleteItemCommand({
+        TableName: this.tableName,
+        Key: marshall(keys.connection(connectionId)),
+        ReturnValues: 'ALL_OLD',
+      }),
+    );
+    return out.Attributes ? toConnection(unmarshall(out.Attributes)) : undefined;
+  }
+}
+
+function toConnection(item: Record<string, unknown>): ConnectionRecord {
+  const { pk: _pk, sk: _sk, gsi1pk: _g1, gsi1sk: _g2, ...rest } = item;
+  return {
+    lastError: null,
+    lastRefreshedAt: null,
+    issuedLifetimeSeconds: null,
+    expiresAt: null,
+    refreshFailures: 0,
+    ...rest,
+  } as ConnectionRecord;
+}

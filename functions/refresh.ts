@@ -1,0 +1,60 @@
+/**
+ * `refresh`: forces a refresh and returns the new expiry, never the token.
+ * Reached as `POST /connections/{connectionId}/refresh` (IAM-authorized in AWS)
+ * or by Lambda Invoke with `{ "connectionId": "..." }`.
+ */
+import type { Context } from 'aws-lambda';
+import { type Deps, lambdaHandler } from './lib/deps.ts';
+import { BrokerError } from './lib/errors.ts';
+import type { HttpResult } from './lib/http.ts';
+import { invokeHandler } from './lib/middleware.ts';
+import { fetchToken } from './lib/tokens.ts';
+import * as v from './lib/validate.ts';
+
+const STATUS: Record<string, number> = {
+  InvalidRequest: 400,
+  ConnectionNotFound: 404,
+  NeedsReauth: 409,
+  ProviderUnavailable: 503,
+};
+
+interface HttpLikeEvent {
+  requestContext?: { http?: { method?: string } };
+  pathParameters?: Record<string, string | undefined>;
+}
+
+const isHttpEvent = (event: unknown): event is HttpLikeEvent =>
+  typeof (event as HttpLikeEvent | null)?.requestContext?.http?.method === 'string';
+
+const json = (statusCode: number, body: unknown): HttpResult => ({
+  statusCode,
+  headers: { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' },
+  body: JSON.stringify(body),
+});
+
+export const createHandler = (deps: Deps) => {
+  const force = async (connectionId: unknown, context: Context) => {
+    const remaining = context.getRemainingTimeInMillis?.();
+    const answer = await fetchToken(deps, {
+      connectionId: v.connectionId(connectionId),
+      minValiditySeconds: 0,
+      forceRefresh: true,
+      ...(remaining ? { deadline: deps.now() + remaining - 1000 } : {}),
+    });
+    return { connectionId: answer.connectionId, expiresAt: answer.expiresAt };
+  };
+  return invokeHandler(deps.logger, 'refresh', async (event: unknown, context: Context) => {
+    if (!isHttpEvent(event)) return force(v.objectPayload(event, ['connectionId']).connectionId, context);
+    // HTTP route: typed errors become JSON with a status; the error types are the same as for invoke.
+    try {
+      return json(200, await force(event.pathParameters?.connectionId, context));
+    } catch (err) {
+      if (err instanceof BrokerError) {
+        return json(STATUS[err.errorType] ?? 400, { errorType: err.errorType, errorMessage: err.message });
+      }
+      throw err;
+    }
+  });
+};
+
+export const handler = lambdaHandler(createHandler);

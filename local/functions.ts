@@ -1,0 +1,23 @@
+/** Every function's `createHandler`, by name: the local server builds the same handlers AWS runs. */
+import type { Context } from 'aws-lambda';
+import * as authorize from '../functions/authorize.ts';
+import * as callback from '../functions/callback.ts';
+import * as connectSession from '../functions/connect-session.ts';
+import * as connections from '../functions/connections.ts';
+import type { Deps } from '../functions/lib/deps.ts';
+import type { FunctionName } from '../functions/lib/routes.ts';
+import * as refresh from '../functions/refresh.ts';
+import * as refreshScheduled from '../functions/refresh-scheduled.ts';
+import * as tokenFetch from '../functions/token-fetch.ts';
+
+export type AnyHandler = (event: never, context: Context) => Promise<unknown>;
+
+export const handlerFactories: Record<FunctionName, (deps: Deps) => AnyHandler> = {
+  'connect-session': connectSession.createHandler,
+  authorize: authorize.createHandler,
+  callback: callback.createHandler,
+  'token-fetch': tokenFetch.createHandler,
+  connections: connections.createHandler,
+  refresh: refresh.createHandler,
+  'refresh-scheduled': (deps) => refreshScheduled.createHandler(deps),
+};

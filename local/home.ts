@@ -1,0 +1,169 @@
+/**
+ * The local `/` page: start a connection for a demo owner, and watch every
+ * connection's state and the broker's events. Local only: it scans the table,
+ * which nothing in AWS ever does.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type AttributeValue, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { publicView } from '../functions/connections.ts';
+import type { Deps } from '../functions/lib/deps.ts';
+import type { MemoryEventLog } from '../functions/lib/events.ts';
+import { escapeHtml, htmlPage } from '../functions/lib/http.ts';
+import { type ProviderId, isProviderId } from '../functions/lib/providers.ts';
+import type { FunctionName } from '../functions/lib/routes.ts';
+import type { ConnectionRecord } from '../functions/lib/store.ts';
+
+export const DEMO_OWNER = 'demo-owner';
+
+interface HomeDeps {
+  deps: Deps;
+  dynamo: DynamoDBClient;
+  events: MemoryEventLog;
+  invoke: (name: FunctionName, payload: unknown) => Promise<unknown>;
+  sandboxProviders: ProviderId[];
+  baseUrl: string;
+}
+
+async function allConnections(h: HomeDeps): Promise<ReturnType<typeof publicView>[]> {
+  const out: ReturnType<typeof publicView>[] = [];
+  let startKey: Record<string, AttributeValue> | undefined;
+  do {
+    const page = await h.dynamo.send(
+      new ScanCommand({ TableName: h.deps.config.tableName, ExclusiveStartKey: startKey }),
+    );
+    for (const item of page.Items ?? []) {
+      const record = unmarshall(item);
+      if (typeof record.pk === 'string' && record.pk.startsWith('CONN#')) {
+        out.push(publicView(record as unknown as ConnectionRecord));
+      }
+    }
+    startKey = page.LastEvaluatedKey;
+  } while (startKey);
+  return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+}
+
+function readForm(req: IncomingMessage): Promise<URLSearchParams> {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => {
+      body += chunk;
+      if (body.length > 4096) req.destroy();
+    });
+    req.on('end', () => resolve(new URLSearchParams(body)));
+    req.on('error', reject);
+  });
+}
+
+function send(res: ServerResponse, page: ReturnType<typeof htmlPage>) {
+  res.writeHead(page.statusCode ?? 200, page.headers as Record<string, string>);
+  res.end(page.body);
+}
+
+function seeOther(res: ServerResponse, location: string) {
+  res.writeHead(303, { Location: location, 'Cache-Control': 'no-store' });
+  res.end();
+}
+
+const fmt = (iso: string | null) => (iso ? escapeHtml(iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')) : '—');
+
+async function renderHome(h: HomeDeps, url: URL) {
+  const connections = await allConnections(h);
+  const status = url.searchParams.get('status');
+  const banner =
+    status === 'connected'
+      ? `<p class="ok" role="status">Connected: <code>${escapeHtml(url.searchParams.get('connection_id') ?? '')}</code></p>`
+      : status === 'error'
+        ? `<p class="err" role="alert">The connection failed: <code>${escapeHtml(url.searchParams.get('error') ?? 'unknown')}</code></p>`
+        : '';
+  const notice = url.searchParams.get('notice');
+  const buttons = (['copper', 'capsule', 'close'] as const)
+    .filter((p) => h.deps.config.clients[p])
+    .map(
+      (p) =>
+        `<form method="post" action="/demo/connect"><input type="hidden" name="provider" value="${p}">` +
+        `<button type="submit">Connect ${escapeHtml(h.deps.config.providers[p].displayName)}</button>` +
+        `${h.sandboxProviders.includes(p) ? ' <small>(sandbox)</small>' : ''}</form>`,
+    )
+    .join('');
+  const rows = connections
+    .map(
+      (
+        c,
+      ) => `<tr data-connection-id="${escapeHtml(c.connectionId)}" data-provider="${escapeHtml(c.provider)}">
+<td>${escapeHtml(h.deps.config.providers[c.provider].displayName)}</td>
+<td>${escapeHtml(c.account.name ?? c.account.id)}<br><small>${escapeHtml(c.account.userEmail ?? '')}</small></td>
+<td>${escapeHtml(c.ownerId)}</td>
+<td class="status ${c.status === 'active' ? 'ok' : 'err'}">${escapeHtml(c.status)}</td>
+<td>${fmt(c.expiresAt)}</td><td>${fmt(c.lastRefreshedAt)}</td><td>${escapeHtml(c.lastError ?? '')}</td>
+<td><form method="post" action="/demo/refresh"><input type="hidden" name="connectionId" value="${escapeHtml(c.connectionId)}"><button type="submit">Refresh</button></form>
+<form method="post" action="/demo/delete"><input type="hidden" name="connectionId" value="${escapeHtml(c.connectionId)}"><button type="submit">Delete</button></form></td></tr>`,
+    )
+    .join('');
+  const events = h.events.events
+    .slice(-20)
+    .reverse()
+    .map(
+      (e) =>
+        `<li><code>${escapeHtml(e.type)}</code> ${escapeHtml(e.detail.provider)} <code>${escapeHtml(e.detail.connectionId)}</code>${e.detail.reason ? ` (${escapeHtml(e.detail.reason)})` : ''} <small>${fmt(e.detail.at)}</small></li>`,
+    )
+    .join('');
+  return htmlPage(
+    200,
+    'crm-oauth-broker (local)',
+    `<h1>crm-oauth-broker, running locally</h1>${banner}${notice ? `<p role="status">${escapeHtml(notice)}</p>` : ''}
+<p>Start a connection for the demo owner <code>${DEMO_OWNER}</code>. Providers marked <small>(sandbox)</small> are played by built-in sandbox CRMs.</p>
+${buttons}
+<h2>Connections</h2>
+<table><thead><tr><th>CRM</th><th>Account</th><th>Owner</th><th>Status</th><th>Expires</th><th>Last refreshed</th><th>Last error</th><th></th></tr></thead>
+<tbody>${rows || '<tr><td colspan="8">No connections yet.</td></tr>'}</tbody></table>
+<h2>Events</h2><ul>${events || '<li>None yet.</li>'}</ul>
+<p><a href="/">Reload</a></p>`,
+  );
+}
+
+/** Handles `/` and `/demo/*`; returns false for anything else. */
+export function homeRoutes(h: HomeDeps) {
+  return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> => {
+    const method = req.method ?? 'GET';
+    if (url.pathname === '/' && method === 'GET') {
+      send(res, await renderHome(h, url));
+      return true;
+    }
+    if (!url.pathname.startsWith('/demo/') || method !== 'POST') return false;
+    // Same-origin forms only: this page acts for the demo owner.
+    const origin = req.headers.origin;
+    if (origin && origin !== new URL(h.baseUrl).origin && origin !== `http://${req.headers.host}`) {
+      res.writeHead(403).end('Cross-origin request refused');
+      return true;
+    }
+    const form = await readForm(req);
+    const back = (notice: string) => seeOther(res, `/?notice=${encodeURIComponent(notice)}`);
+    try {
+      if (url.pathname === '/demo/connect') {
+        const provider = form.get('provider');
+        if (!isProviderId(provider)) return (back('Unknown CRM'), true);
+        const session = (await h.invoke('connect-session', {
+          ownerId: DEMO_OWNER,
+          provider,
+          returnTo: `${h.baseUrl}/`,
+        })) as { connectUrl: string };
+        seeOther(res, session.connectUrl);
+      } else if (url.pathname === '/demo/refresh') {
+        const out = (await h.invoke('refresh', { connectionId: form.get('connectionId') })) as {
+          expiresAt: string;
+        };
+        back(`Refreshed; the token now expires ${out.expiresAt ?? 'never'}.`);
+      } else if (url.pathname === '/demo/delete') {
+        await h.invoke('connections', { action: 'delete', connectionId: form.get('connectionId') });
+        back('Connection deleted.');
+      } else {
+        return false;
+      }
+    } catch (err) {
+      back(`Failed: ${(err as Error).name}`);
+    }
+    return true;
+  };
+}

@@ -1,0 +1,17 @@
+/** `npm start`: the whole broker on 127.0.0.1:$PORT (default 3000). */
+import { startLocalServer } from './server.ts';
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const lifetime = Number(process.env.SANDBOX_TOKEN_LIFETIME_SECONDS) || undefined;
+const server = await startLocalServer(lifetime ? { sandboxTokenLifetimeSeconds: lifetime } : {});
+const base = server.deps.config.publicBaseUrl;
+console.log(`crm-oauth-broker listening on ${base}`);
+console.log(`  open ${base}/ to connect a CRM (sandbox: ${server.sandboxProviders.join(', ') || 'none'})`);
+console.log(`  Lambda Invoke API: new LambdaClient({ endpoint: '${server.url}' })`);
+const stop = async () => {
+  await server.close();
+  process.exit(0);
+};
+process.on('SIGINT', stop);
+process.on('SIGTERM', stop);

@@ -1,0 +1,295 @@
+/**
+ * The local broker: one process on 127.0.0.1 serving the public routes, the
+ * Lambda Invoke API, the scheduled refresh, an embedded store, a local master
+ * key and sandbox CRMs, as described in shared/interface.md ("Running locally").
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { type IncomingMessage, type ServerResponse, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { Context } from 'aws-lambda';
+import { type Deps, type DepsOverrides, createDeps } from '../functions/lib/deps.ts';
+import { MemoryEventLog } from '../functions/lib/events.ts';
+import type { HttpResult } from '../functions/lib/http.ts';
+import { type ProviderId, envPrefix, providerIds } from '../functions/lib/providers.ts';
+import {
+  type FunctionName,
+  functionNames,
+  functionSettings,
+  httpRoutes,
+  invokableFunctions,
+  matchRoutePath,
+} from '../functions/lib/routes.ts';
+import { startEmbeddedDynamo } from './embedded-store.ts';
+import { ensureTable } from './ensure-table.ts';
+import { type AnyHandler, handlerFactories } from './functions.ts';
+import { homeRoutes } from './home.ts';
+import { httpApiEvent, lambdaContext, scheduledEvent } from './lambda-events.ts';
+import { type Sandbox, createSandbox } from './sandbox/index.ts';
+
+export interface LocalServerOptions {
+  /** Environment (defaults to `process.env`). */
+  env?: Record<string, string | undefined>;
+  /** Port (`PORT`, else 3000); 0 picks a free one. */
+  port?: number;
+  /** Where the embedded store, master key and sandbox keep their data; `null` keeps everything in memory. */
+  dataDir?: string | null;
+  /** Run `refresh-scheduled` every `REFRESH_INTERVAL_SECONDS` (default true). */
+  schedule?: boolean;
+  /** Sandbox token lifetime override, to watch refreshes happen in minutes. */
+  sandboxTokenLifetimeSeconds?: number;
+  /** Test hooks: a fetch, clock or DynamoDB client of their own. */
+  overrides?: DepsOverrides;
+}
+
+export interface LocalServer {
+  url: string;
+  port: number;
+  deps: Deps;
+  events: MemoryEventLog;
+  sandbox: Sandbox;
+  /** Which providers are served by the sandbox (no client credentials configured). */
+  sandboxProviders: ProviderId[];
+  dynamo: DynamoDBClient;
+  handlers: Record<FunctionName, AnyHandler>;
+  /** Invokes a function as the Lambda Invoke API would. */
+  invoke(name: FunctionName, payload: unknown): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+const MAX_BODY_BYTES = 6 * 1024 * 1024;
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(Object.assign(new Error('body too large'), { statusCode: 413 }));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function localMasterKey(dataDir: string | null): string {
+  if (dataDir === null) return randomBytes(32).toString('base64');
+  const file = join(dataDir, 'master.key');
+  if (!existsSync(file)) {
+    writeFileSync(file, randomBytes(32).toString('base64'), { mode: 0o600 });
+    chmodSync(file, 0o600);
+  }
+  return readFileSync(file, 'utf8').trim();
+}
+
+function writeResult(res: ServerResponse, result: HttpResult | undefined) {
+  const r = result ?? { statusCode: 200 };
+  const headers: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(r.headers ?? {})) headers[k] = String(v);
+  if (r.cookies && r.cookies.length > 0) headers['Set-Cookie'] = r.cookies;
+  res.writeHead(r.statusCode ?? 200, headers);
+  res.end(r.body === undefined ? '' : r.isBase64Encoded ? Buffer.from(r.body, 'base64') : r.body);
+}
+
+function lambdaError(res: ServerResponse, status: number, type: string, message: string) {
+  res.writeHead(status, { 'Content-Type': 'application/json', 'x-amzn-ErrorType': type });
+  res.end(JSON.stringify({ Type: 'User', message }));
+}
+
+export async function startLocalServer(options: LocalServerOptions = {}): Promise<LocalServer> {
+  const env = { ...(options.env ?? process.env) };
+  const dataDir = options.dataDir === undefined ? '.data' : options.dataDir;
+  if (dataDir !== null) mkdirSync(dataDir, { recursive: true });
+
+  // Listen first: the port is part of PUBLIC_BASE_URL, the redirect URIs and the sandbox's URLs.
+  let app: ((req: IncomingMessage, res: ServerResponse) => Promise<void>) | undefined;
+  const server = createServer((req, res) => {
+    if (!app) {
+      res.writeHead(503).end('starting');
+      return;
+    }
+    app(req, res).catch((err) => {
+      console.error('local server: unexpected failure', (err as Error).name);
+      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
+      res.end('Internal error');
+    });
+  });
+  const requestedPort = options.port ?? Number(env.PORT ?? 3000);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(requestedPort, '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  env.PORT = String(port);
+  env.PUBLIC_BASE_URL ??= `http://localhost:${port}`;
+  const baseUrl = env.PUBLIC_BASE_URL.replace(/\/+$/, '');
+
+  const closers: (() => Promise<void>)[] = [];
+  try {
+    // Store: DynamoDB at AWS_ENDPOINT_URL_DYNAMODB, else the embedded one.
+    let endpoint = env.AWS_ENDPOINT_URL_DYNAMODB;
+    if (!endpoint) {
+      const embedded = await startEmbeddedDynamo({
+        ...(dataDir !== null ? { dataDir: join(dataDir, 'dynamodb') } : {}),
+        port: 0,
+      });
+      endpoint = embedded.endpoint;
+      closers.push(() => embedded.close());
+    }
+    const dynamo =
+      options.overrides?.dynamo ??
+      new DynamoDBClient({
+        endpoint,
+        region: env.AWS_REGION ?? 'us-east-1',
+        credentials: {
+          accessKeyId: env.AWS_ACCESS_KEY_ID ?? 'local',
+          secretAccessKey: env.AWS_SECRET_ACCESS_KEY ?? 'local',
+        },
+      });
+    const tableName = env.TABLE_NAME || 'crm-oauth-broker';
+    await ensureTable(dynamo, tableName);
+
+    // Key: KMS when KMS_KEY_ID is set, else the local master key.
+    if (!env.KMS_KEY_ID) env.LOCAL_MASTER_KEY ??= localMasterKey(dataDir);
+
+    // Sandbox CRMs for every provider with no client credentials configured.
+    const sandbox = createSandbox({
+      baseUrl,
+      ...(options.sandboxTokenLifetimeSeconds
+        ? { tokenLifetimeSeconds: options.sandboxTokenLifetimeSeconds }
+        : {}),
+      ...(dataDir !== null ? { dataFile: join(dataDir, 'sandbox.json') } : {}),
+    });
+    closers.push(() => sandbox.close());
+    const sandboxProviders = providerIds.filter((p) => !env[`${envPrefix(p)}_CLIENT_ID`]);
+    Object.assign(env, sandbox.env(sandboxProviders));
+
+    const events = new MemoryEventLog();
+    const deps = createDeps(env, { events, ...options.overrides, dynamo });
+    const handlers = Object.fromEntries(
+      functionNames.map((name) => [name, handlerFactories[name](deps)]),
+    ) as Record<FunctionName, AnyHandler>;
+
+    const invoke = async (name: FunctionName, payload: unknown) =>
+      (handlers[name] as (e: unknown, c: Context) => Promise<unknown>)(
+        payload,
+        lambdaContext(name, functionSettings[name].timeoutSeconds * 1000),
+      );
+
+    const home = homeRoutes({ deps, dynamo, events, invoke, sandboxProviders, baseUrl });
+
+    app = async (req, res) => {
+      const url = new URL(req.url ?? '/', baseUrl);
+      const method = req.method ?? 'GET';
+      if (url.pathname.startsWith('/sandbox/') && (await sandbox.handle(req, res))) return;
+
+      // The Lambda Invoke API, as @aws-sdk/client-lambda speaks it.
+      const invokeMatch = /^\/2015-03-31\/functions\/([^/]+)\/invocations$/.exec(url.pathname);
+      if (invokeMatch && method === 'POST') {
+        // A name, a partial ARN or a full ARN, with an optional qualifier.
+        const raw = decodeURIComponent(invokeMatch[1] as string);
+        const name = (raw.includes(':function:') ? raw.split(':function:')[1] : raw)?.split(
+          ':',
+        )[0] as FunctionName;
+        if (!invokableFunctions.includes(name)) {
+          lambdaError(res, 404, 'ResourceNotFoundException', 'Function not found');
+          return;
+        }
+        const body = await readBody(req).catch(() => undefined);
+        if (!body) {
+          lambdaError(res, 413, 'RequestTooLargeException', 'Request must be smaller than 6291456 bytes');
+          return;
+        }
+        let payload: unknown = name === 'refresh-scheduled' ? scheduledEvent() : {};
+        if (body.length > 0) {
+          try {
+            payload = JSON.parse(body.toString('utf8'));
+          } catch {
+            lambdaError(res, 400, 'InvalidRequestContentException', 'Could not parse request body into json');
+            return;
+          }
+        }
+        try {
+          const result = await invoke(name, payload);
+          res.writeHead(200, { 'Content-Type': 'application/json', 'X-Amz-Executed-Version': '$LATEST' });
+          res.end(JSON.stringify(result ?? null));
+        } catch (err) {
+          const e = err as Error;
+          res.writeHead(200, {
+            'Content-Type': 'application/json',
+            'X-Amz-Executed-Version': '$LATEST',
+            'X-Amz-Function-Error': 'Unhandled',
+          });
+          res.end(JSON.stringify({ errorType: e.name ?? 'Error', errorMessage: e.message ?? '', trace: [] }));
+        }
+        return;
+      }
+
+      // The public routes, from the same route table as the CDK stack.
+      for (const route of httpRoutes) {
+        const params = matchRoutePath(route.path, url.pathname);
+        if (!params || route.method !== method) continue;
+        const body = await readBody(req).catch(() => undefined);
+        if (!body) {
+          res.writeHead(413).end('Request too large');
+          return;
+        }
+        const event = httpApiEvent(req, url, `${route.method} ${route.path}`, params, body);
+        const handler = handlers[route.function] as (e: unknown, c: Context) => Promise<HttpResult>;
+        writeResult(
+          res,
+          await handler(
+            event,
+            lambdaContext(route.function, functionSettings[route.function].timeoutSeconds * 1000),
+          ),
+        );
+        return;
+      }
+
+      if (await home(req, res, url)) return;
+      res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store' });
+      res.end('Not found');
+    };
+
+    // The scheduled refresh, in-process, on the same interval as the AWS schedule.
+    if (options.schedule !== false) {
+      const timer = setInterval(() => {
+        invoke('refresh-scheduled', scheduledEvent()).catch((err) =>
+          console.error('scheduled refresh failed', (err as Error).name),
+        );
+      }, deps.config.refreshIntervalSeconds * 1000);
+      timer.unref();
+      closers.push(async () => clearInterval(timer));
+    }
+
+    return {
+      url: `http://127.0.0.1:${port}`,
+      port,
+      deps,
+      events,
+      sandbox,
+      sandboxProviders,
+      dynamo,
+      handlers,
+      invoke,
+      close: async () => {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+        for (const close of closers.reverse()) await close();
+      },
+    };
+  } catch (err) {
+    server.close();
+    for (const close of closers.reverse()) await close().catch(() => undefined);
+    throw err;
+  }
+}
