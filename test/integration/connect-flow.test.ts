@@ -1,0 +1,170 @@
+/**
+ * The whole connect flow per CRM through the running local server: a scripted
+ * browser with a cookie jar clicks through each sandbox CRM's consent page,
+ * and `@aws-sdk/client-lambda` fetches the token at the local Invoke API.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Browser, type Page } from '../support/browser.ts';
+import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
+
+let broker: TestBroker;
+let base: string;
+
+beforeAll(async () => {
+  broker = await startTestBroker();
+  base = broker.server.deps.config.publicBaseUrl;
+});
+afterAll(async () => broker?.close());
+
+const returnTo = () => `${base}/done`;
+
+async function startConnect(provider: string, ownerId = 'user-42') {
+  const session = await broker.invoke('connect-session', { ownerId, provider, returnTo: returnTo() });
+  if (!session.ok) throw new Error(`connect-session failed: ${session.errorType}`);
+  return session.value as { connectUrl: string; expiresAt: string };
+}
+
+/** Clicks through the sandbox consent page, returning the response of the broker's callback. */
+async function consent(
+  browser: Browser,
+  consentPage: Page,
+  button: RegExp,
+  crossSitePost = false,
+): Promise<Page> {
+  expect(consentPage.status).toBe(200);
+  let answer = await browser.submit(consentPage, button);
+  // Copper answers with a page that auto-posts a form to the broker's callback.
+  if (
+    answer.status === 200 &&
+    /<form[^>]*method="?post/i.test(answer.body) &&
+    answer.body.includes('/callback/')
+  ) {
+    answer = await browser.submit(answer, undefined, { sendCookies: !crossSitePost });
+    if (crossSitePost) {
+      // The broker bounces the cross-site POST through its own page, which re-posts same-site.
+      expect(answer.status).toBe(200);
+      expect(answer.body).toContain('Finishing the connection');
+      answer = await browser.submit(answer);
+    }
+  }
+  return browser.follow(answer, (url) => url.startsWith(returnTo()));
+}
+
+async function connect(provider: string, opts: { crossSitePost?: boolean; ownerId?: string } = {}) {
+  const browser = new Browser();
+  const { connectUrl } = await startConnect(provider, opts.ownerId);
+  const redirect = await browser.request(connectUrl);
+  expect(redirect.status).toBe(302);
+  const consentPage = await browser.follow(redirect);
+  const done = await consent(browser, consentPage, /allow/i, opts.crossSitePost);
+  const final = new URL(done.url);
+  return { browser, final, done };
+}
+
+describe.each([
+  ['copper', { expires: false }],
+  ['capsule', { expires: true }],
+  ['close', { expires: true }],
+] as const)('connect flow: %s', (provider, { expires }) => {
+  let connectionId: string;
+
+  it('connects through the consent page and returns to returnTo with the connection id', async () => {
+    const { final } = await connect(provider, { crossSitePost: provider === 'copper' });
+    expect(final.origin + final.pathname).toBe(returnTo());
+    expect(final.searchParams.get('status')).toBe('connected');
+    connectionId = final.searchParams.get('connection_id') as string;
+    expect(connectionId).toMatch(/^conn_[0-9a-f]{32}$/);
+    // The final redirect carries no code, state or token.
+    expect([...final.searchParams.keys()].sort()).toEqual(['connection_id', 'status']);
+  });
+
+  it('hands a working token to token-fetch through the Lambda Invoke API', async () => {
+    const out = await broker.invoke('token-fetch', { connectionId });
+    expect(out.ok).toBe(true);
+    const token = (out as { value: any }).value;
+    expect(token).toMatchObject({ connectionId, provider, tokenType: 'Bearer' });
+    expect(token.accessToken).toEqual(expect.any(String));
+    expect(token.headers.Authorization).toBe(`Bearer ${token.accessToken}`);
+    expect(token).not.toHaveProperty('refreshToken');
+    if (expires) expect(Date.parse(token.expiresAt)).toBeGreaterThan(Date.now());
+    else expect(token.expiresAt).toBeNull();
+    // The token works against the (sandbox) CRM's API with exactly the headers given.
+    const path = { copper: '/account', capsule: '/users/current', close: '/me/' }[provider];
+    const api = await fetch(`${token.apiBaseUrl}${path}`, { headers: token.headers });
+    expect(api.status).toBe(200);
+  });
+
+  it('lists and gets the connection without any token', async () => {
+    const list = await broker.invoke('connections', { action: 'list', ownerId: 'user-42' });
+    expect(list.ok).toBe(true);
+    const found = (list as { value: any }).value.connections.find(
+      (c: any) => c.connectionId === connectionId,
+    );
+    expect(found).toMatchObject({ ownerId: 'user-42', provider, status: 'active', lastError: null });
+    expect(found.account.id).toEqual(expect.any(String));
+    const got = await broker.invoke('connections', { action: 'get', connectionId });
+    expect((got as { value: any }).value).toEqual(found);
+    expect(JSON.stringify(found)).not.toMatch(/token/i);
+  });
+
+  it('keeps the same connection id when the same account is connected again', async () => {
+    const { final } = await connect(provider);
+    expect(final.searchParams.get('connection_id')).toBe(connectionId);
+  });
+});
+
+describe('stored items', () => {
+  it('hold no token in plaintext, for any CRM', async () => {
+    const items = await broker.scan();
+    const connections = items.filter((i) => String(i.pk).startsWith('CONN#'));
+    expect(connections.length).toBeGreaterThanOrEqual(3);
+    for (const c of connections) {
+      const fetched = await broker.invoke('token-fetch', { connectionId: c.connectionId });
+      const accessToken = (fetched as { value: any }).value.accessToken as string;
+      expect(accessToken.length).toBeGreaterThan(8);
+      const dump = JSON.stringify(items);
+      expect(dump).not.toContain(accessToken);
+    }
+    // And nothing named like a token holds anything but ciphertext.
+    for (const c of connections) {
+      expect(Object.keys(c).filter((k) => /token/i.test(k))).toEqual(['tokens']);
+      expect(String(c.tokens)).toMatch(/^v1\.local\./);
+    }
+  });
+});
+
+describe('failures', () => {
+  it('a declined consent returns to returnTo with status=error and stores nothing', async () => {
+    const before = (await broker.scan()).filter((i) => String(i.pk).startsWith('CONN#')).length;
+    const browser = new Browser();
+    const { connectUrl } = await startConnect('close', 'user-declines');
+    const consentPage = await browser.goto(connectUrl);
+    const done = await consent(browser, consentPage, /deny/i);
+    const final = new URL(done.url);
+    expect(final.searchParams.get('status')).toBe('error');
+    expect(final.searchParams.get('error')).toBe('access_denied');
+    const after = (await broker.scan()).filter((i) => String(i.pk).startsWith('CONN#')).length;
+    expect(after).toBe(before);
+  });
+
+  it('a connect link works once', async () => {
+    const browser = new Browser();
+    const { connectUrl } = await startConnect('capsule');
+    expect((await browser.request(connectUrl)).status).toBe(302);
+    const again = await browser.request(connectUrl);
+    expect(again.status).toBe(400);
+    expect(again.headers.get('content-type')).toMatch(/text\/html/);
+    expect(again.body).toContain('invalid_session');
+  });
+
+  it('token-fetch reports typed errors', async () => {
+    expect(await broker.invoke('token-fetch', { connectionId: 'nope' })).toMatchObject({
+      ok: false,
+      errorType: 'InvalidRequest',
+    });
+    expect(await broker.invoke('token-fetch', { connectionId: `conn_${'0'.repeat(32)}` })).toMatchObject({
+      ok: false,
+      errorType: 'ConnectionNotFound',
+    });
+  });
+});
