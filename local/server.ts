@@ -169,7 +169,8 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
     });
     closers.push(() => sandbox.close());
     const sandboxProviders = providerIds.filter((p) => !env[`${envPrefix(p)}_CLIENT_ID`]);
-    Object.assign(env, sandbox.env(sandboxProviders));
+    // Explicit settings win: a test may point one sandbox endpoint through a proxy of its own.
+    for (const [key, value] of Object.entries(sandbox.env(sandboxProviders))) env[key] ??= value;
 
     const events = new MemoryEventLog();
     const deps = createDeps(env, { events, ...options.overrides, dynamo });

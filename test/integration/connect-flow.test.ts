@@ -4,62 +4,20 @@
  * and `@aws-sdk/client-lambda` fetches the token at the local Invoke API.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Browser, type Page } from '../support/browser.ts';
+import { Browser } from '../support/browser.ts';
+import { connect as connectFlow, consent, returnToOf, startConnect } from '../support/flows.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
 
 let broker: TestBroker;
-let base: string;
 
 beforeAll(async () => {
   broker = await startTestBroker();
-  base = broker.server.deps.config.publicBaseUrl;
 });
 afterAll(async () => broker?.close());
 
-const returnTo = () => `${base}/done`;
-
-async function startConnect(provider: string, ownerId = 'user-42') {
-  const session = await broker.invoke('connect-session', { ownerId, provider, returnTo: returnTo() });
-  if (!session.ok) throw new Error(`connect-session failed: ${session.errorType}`);
-  return session.value as { connectUrl: string; expiresAt: string };
-}
-
-/** Clicks through the sandbox consent page, returning the response of the broker's callback. */
-async function consent(
-  browser: Browser,
-  consentPage: Page,
-  button: RegExp,
-  crossSitePost = false,
-): Promise<Page> {
-  expect(consentPage.status).toBe(200);
-  let answer = await browser.submit(consentPage, button);
-  // Copper answers with a page that auto-posts a form to the broker's callback.
-  if (
-    answer.status === 200 &&
-    /<form[^>]*method="?post/i.test(answer.body) &&
-    answer.body.includes('/callback/')
-  ) {
-    answer = await browser.submit(answer, undefined, { sendCookies: !crossSitePost });
-    if (crossSitePost) {
-      // The broker bounces the cross-site POST through its own page, which re-posts same-site.
-      expect(answer.status).toBe(200);
-      expect(answer.body).toContain('Finishing the connection');
-      answer = await browser.submit(answer);
-    }
-  }
-  return browser.follow(answer, (url) => url.startsWith(returnTo()));
-}
-
-async function connect(provider: string, opts: { crossSitePost?: boolean; ownerId?: string } = {}) {
-  const browser = new Browser();
-  const { connectUrl } = await startConnect(provider, opts.ownerId);
-  const redirect = await browser.request(connectUrl);
-  expect(redirect.status).toBe(302);
-  const consentPage = await browser.follow(redirect);
-  const done = await consent(browser, consentPage, /allow/i, opts.crossSitePost);
-  const final = new URL(done.url);
-  return { browser, final, done };
-}
+const returnTo = () => returnToOf(broker);
+const connect = (provider: string, opts: { crossSitePost?: boolean; ownerId?: string } = {}) =>
+  connectFlow(broker, provider, opts);
 
 describe.each([
   ['copper', { expires: false }],
@@ -137,9 +95,9 @@ describe('failures', () => {
   it('a declined consent returns to returnTo with status=error and stores nothing', async () => {
     const before = (await broker.scan()).filter((i) => String(i.pk).startsWith('CONN#')).length;
     const browser = new Browser();
-    const { connectUrl } = await startConnect('close', 'user-declines');
+    const { connectUrl } = await startConnect(broker, 'close', 'user-declines');
     const consentPage = await browser.goto(connectUrl);
-    const done = await consent(browser, consentPage, /deny/i);
+    const done = await consent(broker, browser, consentPage, /deny/i);
     const final = new URL(done.url);
     expect(final.searchParams.get('status')).toBe('error');
     expect(final.searchParams.get('error')).toBe('access_denied');
@@ -149,7 +107,7 @@ describe('failures', () => {
 
   it('a connect link works once', async () => {
     const browser = new Browser();
-    const { connectUrl } = await startConnect('capsule');
+    const { connectUrl } = await startConnect(broker, 'capsule');
     expect((await browser.request(connectUrl)).status).toBe(302);
     const again = await browser.request(connectUrl);
     expect(again.status).toBe(400);
