@@ -1,0 +1,83 @@
+/**
+ * What each function does with the broker's resources, read off the handlers
+ * (functions/*.ts and the lib code they call). The stack turns each entry into
+ * environment variables plus IAM statements through the bind helpers of
+ * `BrokerFunction`, so a permission never exists without the setting that
+ * uses it, and the template tests check the result statement by statement.
+ */
+import { tokenContext } from '../functions/lib/connect-flow.ts';
+import type { FunctionName } from '../functions/lib/routes.ts';
+import { DUE_INDEX, OWNER_INDEX } from '../functions/lib/table.ts';
+
+export type TableAction =
+  'dynamodb:GetItem' | 'dynamodb:PutItem' | 'dynamodb:UpdateItem' | 'dynamodb:DeleteItem';
+export type KeyAction = 'kms:Decrypt' | 'kms:GenerateDataKey';
+export type IndexName = typeof OWNER_INDEX | typeof DUE_INDEX;
+
+export interface FunctionAccess {
+  /** Item operations on the table (never Scan, never BatchWrite). */
+  readonly table: readonly TableAction[];
+  /** Indexes the function queries. */
+  readonly queries?: readonly IndexName[];
+  /** Envelope-encryption operations on the token key, always under the token encryption context. */
+  readonly tokenKey?: readonly KeyAction[];
+  /** Reads the CRM client secrets (token exchange, refresh, Close's revoke). */
+  readonly clientSecrets?: boolean;
+  /** Publishes lifecycle events to the broker's bus. */
+  readonly events?: boolean;
+}
+
+export const functionAccess: Readonly<Record<FunctionName, FunctionAccess>> = {
+  // createConnectSession: putSession.
+  'connect-session': { table: ['dynamodb:PutItem'] },
+  // beginAuthorization: consumeSession (conditional delete), putState. The authorize URL needs the client id only.
+  authorize: { table: ['dynamodb:DeleteItem', 'dynamodb:PutItem'] },
+  // completeAuthorization: consumeState, exchangeCode (client secret), encrypt (new data key),
+  // upsertConnection (UpdateItem), connection.created/reconnected events.
+  callback: {
+    table: ['dynamodb:DeleteItem', 'dynamodb:UpdateItem'],
+    tokenKey: ['kms:GenerateDataKey'],
+    clientSecrets: true,
+    events: true,
+  },
+  // fetchToken: getConnection, decrypt; when the token is due, refreshConnection: lease (UpdateItem),
+  // refresh (client secret), re-encrypt (new data key), store (UpdateItem), needs_reauth/failed/recovered events.
+  'token-fetch': {
+    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+    tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
+    clientSecrets: true,
+    events: true,
+  },
+  // list (byOwner query), get, delete: decrypt for the revoke call (Close sends client credentials), deleteConnection, event.
+  connections: {
+    table: ['dynamodb:GetItem', 'dynamodb:DeleteItem'],
+    queries: [OWNER_INDEX],
+    tokenKey: ['kms:Decrypt'],
+    clientSecrets: true,
+    events: true,
+  },
+  // fetchToken with forceRefresh: as token-fetch.
+  refresh: {
+    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+    tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
+    clientSecrets: true,
+    events: true,
+  },
+  // findDueConnections (byDueTime query), then refreshConnection for each as token-fetch.
+  'refresh-scheduled': {
+    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+    queries: [DUE_INDEX],
+    tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
+    clientSecrets: true,
+    events: true,
+  },
+};
+
+/** The encryption context every token envelope carries, taken from the code that builds it. */
+const sampleContext = tokenContext({ connectionId: 'c', ownerId: 'o', provider: 'close' });
+
+/** `purpose` of every token envelope: the KMS key policy and the roles require it. */
+export const TOKEN_PURPOSE: string = sampleContext.purpose;
+
+/** The only encryption-context keys a token envelope may carry. */
+export const TOKEN_CONTEXT_KEYS: readonly string[] = Object.keys(sampleContext).sort();

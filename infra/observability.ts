@@ -1,0 +1,343 @@
+/**
+ * Alarms and the dashboard. The functions' structured logs (Powertools Logger,
+ * JSON) are the source: metric filters turn the lines the code writes at each
+ * lifecycle step into CloudWatch metrics in the broker's namespace, next to
+ * Lambda's, API Gateway's and SQS's own metrics.
+ */
+import { Duration } from 'aws-cdk-lib';
+import type * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { type FunctionName, functionNames } from '../functions/lib/routes.ts';
+import type { BrokerFunction } from './broker-function.ts';
+
+/** Functions that run the token lifecycle (tokens.ts: refreshConnection and its outcomes). */
+const REFRESHERS: readonly FunctionName[] = ['token-fetch', 'refresh', 'refresh-scheduled'];
+
+export interface LogMetric {
+  readonly metricName: string;
+  /** The `message` the code logs (tested to exist in functions/). */
+  readonly message: string;
+  /** Numeric field of that log line to publish; counts lines when absent. */
+  readonly valueField?: string;
+  /** An extra JSON field the line must carry (`alert: "refresh_result_lost"`). */
+  readonly alertField?: string;
+  readonly functions: readonly FunctionName[];
+  /** Publish per function (`Function` dimension from the logger's `function` key). */
+  readonly perFunction?: boolean;
+}
+
+export const logMetrics: readonly LogMetric[] = [
+  { metricName: 'ConnectionsCreated', message: 'connection created', functions: ['callback'] },
+  { metricName: 'ConnectionsReconnected', message: 'connection reconnected', functions: ['callback'] },
+  { metricName: 'ConnectionsDeleted', message: 'connection deleted', functions: ['connections'] },
+  {
+    metricName: 'ConnectionsNeedingReauth',
+    message: 'connection needs re-authorization',
+    functions: REFRESHERS,
+  },
+  { metricName: 'TokensRefreshed', message: 'token refreshed', functions: REFRESHERS },
+  { metricName: 'RefreshFailures', message: 'refresh failed, will retry later', functions: REFRESHERS },
+  {
+    metricName: 'RefreshResultsLost',
+    message: 'REFRESHED TOKENS NOT STORED: the CRM rotated the grant but the store write kept failing',
+    alertField: 'refresh_result_lost',
+    functions: REFRESHERS,
+  },
+  // The middlewares: typed refusals (expected, e.g. NeedsReauth) and everything else.
+  { metricName: 'RequestsRefused', message: 'request refused', functions: functionNames, perFunction: true },
+  {
+    metricName: 'UnexpectedFailures',
+    message: 'unexpected failure',
+    functions: functionNames,
+    perFunction: true,
+  },
+  // One summary line per scheduled run.
+  ...(['due', 'refreshed', 'failed', 'needsReauth', 'deferred'] as const).map((field) => ({
+    metricName: `ScheduledRun${field[0]?.toUpperCase()}${field.slice(1)}`,
+    message: 'scheduled refresh run',
+    valueField: field,
+    functions: ['refresh-scheduled'] as const,
+  })),
+];
+
+export interface ObservabilityProps {
+  readonly prefix: string;
+  readonly namespace: string;
+  readonly functions: ReadonlyMap<FunctionName, BrokerFunction>;
+  readonly api: apigwv2.HttpApi;
+  readonly apiStage: apigwv2.HttpStage;
+  readonly deadLetterQueue: sqs.IQueue;
+  readonly refreshIntervalMinutes: number;
+  readonly needsReauthAlarmThreshold: number;
+  readonly alarmTopicArn: string | undefined;
+}
+
+export class Observability extends Construct {
+  readonly alarms: cloudwatch.Alarm[] = [];
+  readonly dashboard: cloudwatch.Dashboard;
+
+  constructor(scope: Construct, id: string, props: ObservabilityProps) {
+    super(scope, id);
+    const { namespace } = props;
+    const fn = (name: FunctionName): BrokerFunction => {
+      const found = props.functions.get(name);
+      if (!found) throw new Error(`no function ${name}`);
+      return found;
+    };
+
+    for (const m of logMetrics) {
+      for (const name of m.functions) {
+        const conditions = [logs.FilterPattern.stringValue('$.message', '=', m.message)];
+        if (m.alertField) conditions.push(logs.FilterPattern.stringValue('$.alert', '=', m.alertField));
+        new logs.MetricFilter(this, `${m.metricName}-${name}`, {
+          logGroup: fn(name).logGroup,
+          metricNamespace: namespace,
+          metricName: m.metricName,
+          filterPattern: logs.FilterPattern.all(...conditions),
+          metricValue: m.valueField ? `$.${m.valueField}` : '1',
+          ...(m.perFunction ? { dimensions: { Function: '$.function' } } : {}),
+        });
+      }
+    }
+
+    const sum = (metricName: string, period = Duration.minutes(5), dimensionsMap?: Record<string, string>) =>
+      new cloudwatch.Metric({
+        namespace,
+        metricName,
+        statistic: cloudwatch.Stats.SUM,
+        period,
+        ...(dimensionsMap ? { dimensionsMap } : {}),
+      });
+    const topic = props.alarmTopicArn
+      ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
+      : undefined;
+    const alarm = (id: string, create: (id: string) => cloudwatch.Alarm): cloudwatch.Alarm => {
+      const a = create(id);
+      if (topic) {
+        a.addAlarmAction(new actions.SnsAction(topic));
+        a.addOkAction(new actions.SnsAction(topic));
+      }
+      this.alarms.push(a);
+      return a;
+    };
+
+    // A function failed for a reason that is not a typed refusal: a thrown bug (Lambda Errors
+    // minus the refusals the contract makes function errors), a timeout or crash, or a 500 page.
+    const failures = new Map<FunctionName, cloudwatch.MathExpression>();
+    functionNames.forEach((name, i) => {
+      const f = fn(name).function;
+      // Ids unique per function: the dashboard graphs all seven expressions together.
+      const failure = new cloudwatch.MathExpression({
+        label: `${name} failures`,
+        expression: `MAX([FILL(errors${i}, 0) - FILL(refused${i}, 0), FILL(unexpected${i}, 0)])`,
+        usingMetrics: {
+          [`errors${i}`]: f.metricErrors({ statistic: cloudwatch.Stats.SUM, period: Duration.minutes(5) }),
+          [`refused${i}`]: sum('RequestsRefused', Duration.minutes(5), { Function: name }),
+          [`unexpected${i}`]: sum('UnexpectedFailures', Duration.minutes(5), { Function: name }),
+        },
+        period: Duration.minutes(5),
+      });
+      failures.set(name, failure);
+      alarm(`Failures-${name}`, (id) =>
+        failure.createAlarm(this, id, {
+          alarmName: `${props.prefix}-function-${name}-failures`,
+          alarmDescription: `${name} failed other than with a typed refusal (bug, timeout, crash or 500 page). Check its log group for "unexpected failure".`,
+          threshold: 1,
+          evaluationPeriods: 1,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        }),
+      );
+    });
+
+    alarm('RefreshFailures', (id) =>
+      sum('RefreshFailures', Duration.minutes(15)).createAlarm(this, id, {
+        alarmName: `${props.prefix}-token-refresh-failures`,
+        alarmDescription:
+          'Token refreshes keep failing with CRM outages or rate limits (tokens stay stored, connections stay active).',
+        threshold: 10,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+    alarm('RefreshResultsLost', (id) =>
+      sum('RefreshResultsLost').createAlarm(this, id, {
+        alarmName: `${props.prefix}-refresh-result-lost`,
+        alarmDescription:
+          'A CRM rotated a refresh token and the broker could not store it: that connection will need re-authorization. Check DynamoDB health.',
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+    alarm('NeedsReauth', (id) =>
+      sum('ConnectionsNeedingReauth', Duration.hours(1)).createAlarm(this, id, {
+        alarmName: `${props.prefix}-connections-need-reauth`,
+        alarmDescription:
+          'Unusually many connections newly need re-authorization: a CRM app credential or scope may have changed.',
+        threshold: props.needsReauthAlarmThreshold,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+
+    const throttles = new cloudwatch.MathExpression({
+      label: 'Lambda throttles (all broker functions)',
+      expression: `SUM([${functionNames.map((_, i) => `FILL(t${i}, 0)`).join(', ')}])`,
+      usingMetrics: Object.fromEntries(
+        functionNames.map((name, i) => [
+          `t${i}`,
+          fn(name).function.metricThrottles({ statistic: cloudwatch.Stats.SUM, period: Duration.minutes(5) }),
+        ]),
+      ),
+      period: Duration.minutes(5),
+    });
+    alarm('Throttles', (id) =>
+      throttles.createAlarm(this, id, {
+        alarmName: `${props.prefix}-lambda-throttles`,
+        alarmDescription: 'Broker functions are being throttled: account concurrency is exhausted.',
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+
+    const api5xx = props.apiStage.metricServerError({
+      statistic: cloudwatch.Stats.SUM,
+      period: Duration.minutes(5),
+    });
+    alarm('Api5xx', (id) =>
+      api5xx.createAlarm(this, id, {
+        alarmName: `${props.prefix}-api-5xx`,
+        alarmDescription: 'The public routes answered with server errors.',
+        threshold: 5,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+
+    const deadLetters = props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+      statistic: cloudwatch.Stats.MAXIMUM,
+      period: Duration.minutes(5),
+    });
+    alarm('DeadLetters', (id) =>
+      deadLetters.createAlarm(this, id, {
+        alarmName: `${props.prefix}-refresh-dead-letters`,
+        alarmDescription:
+          'A scheduled refresh run could not be delivered or failed: the message in the queue says which run.',
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+
+    // The schedule stopped: no run for three intervals.
+    const heartbeatPeriod = Duration.minutes(Math.max(5, props.refreshIntervalMinutes * 3));
+    alarm('SchedulerStopped', (id) =>
+      fn('refresh-scheduled')
+        .function.metricInvocations({ statistic: cloudwatch.Stats.SUM, period: heartbeatPeriod })
+        .createAlarm(this, id, {
+          alarmName: `${props.prefix}-scheduled-refresh-stopped`,
+          alarmDescription:
+            'The scheduled refresh has not run for three intervals: tokens will start expiring.',
+          threshold: 1,
+          evaluationPeriods: 1,
+          comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+        }),
+    );
+
+    const hourly = Duration.hours(1);
+    const tokenFetch = fn('token-fetch').function;
+    this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
+      dashboardName: props.prefix,
+      defaultInterval: Duration.days(7),
+    });
+    this.dashboard.addWidgets(
+      new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: this.alarms, width: 24, height: 4 }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: 'Connections by state: changes per hour',
+        width: 12,
+        left: [
+          sum('ConnectionsCreated', hourly).with({ label: 'new (active)' }),
+          sum('ConnectionsReconnected', hourly).with({ label: 'reconnected (active again)' }),
+          sum('ConnectionsNeedingReauth', hourly).with({ label: 'became needs_reauth' }),
+          sum('ConnectionsDeleted', hourly).with({ label: 'deleted' }),
+        ],
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Connections due per scheduled run',
+        width: 12,
+        left: [
+          sum('ScheduledRunDue').with({ label: 'due', statistic: cloudwatch.Stats.MAXIMUM }),
+          sum('ScheduledRunDeferred').with({
+            label: 'left for the next run',
+            statistic: cloudwatch.Stats.MAXIMUM,
+          }),
+        ],
+      }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: 'Refreshes',
+        width: 8,
+        left: [
+          sum('TokensRefreshed').with({ label: 'tokens refreshed (all callers)' }),
+          sum('ScheduledRunRefreshed').with({ label: 'by the schedule' }),
+        ],
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Refresh failures',
+        width: 8,
+        left: [
+          sum('RefreshFailures').with({ label: 'transient (CRM down or rate limiting)' }),
+          sum('ScheduledRunNeedsReauth').with({ label: 'grant dead (scheduler)' }),
+          sum('RefreshResultsLost').with({ label: 'rotated token not stored' }),
+        ],
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'token-fetch latency',
+        width: 8,
+        left: (['p50', 'p90', 'p99', 'Maximum'] as const).map((statistic) =>
+          tokenFetch.metricDuration({ statistic, period: Duration.minutes(5) }).with({ label: statistic }),
+        ),
+      }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: 'Function failures (not typed refusals)',
+        width: 8,
+        left: [...failures.values()],
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Public API',
+        width: 8,
+        left: [
+          props.apiStage.metricCount({ statistic: cloudwatch.Stats.SUM, period: Duration.minutes(5) }),
+          props.apiStage.metricClientError({ statistic: cloudwatch.Stats.SUM, period: Duration.minutes(5) }),
+          api5xx,
+        ],
+        right: [props.apiStage.metricLatency({ statistic: 'p90', period: Duration.minutes(5) })],
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Throttles and dead letters',
+        width: 8,
+        left: [throttles],
+        right: [deadLetters.with({ label: 'dead-letter messages' })],
+      }),
+    );
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * Deployment settings, read once from CDK context (`cdk.json` or `-c key=value`)
+ * and checked before anything is built: a bad value fails `cdk synth`, not the
+ * first request. Nothing secret belongs here; client secrets live in Secrets
+ * Manager (see README-deploy.md).
+ */
+import { originOf } from '../functions/lib/config.ts';
+import { type ProviderId, providerIds } from '../functions/lib/providers.ts';
+
+export interface CustomDomain {
+  /** e.g. `crm-auth.example.com`; becomes `PUBLIC_BASE_URL`. */
+  readonly domainName: string;
+  /** ACM certificate for `domainName`, in the stack's region. */
+  readonly certificateArn: string;
+}
+
+export interface BrokerSettings {
+  /** Names everything: stacks `<prefix>-stateful`/`-stateless`, functions `<prefix>-<name>`, role path `/<prefix>/`. */
+  readonly prefix: string;
+  /** OAuth client id of each CRM app; a CRM without one is not offered. */
+  readonly clientIds: Readonly<Partial<Record<ProviderId, string>>>;
+  /** Exact origins allowed for `returnTo`; unset means only the broker's own origin. */
+  readonly returnToOrigins: readonly string[] | undefined;
+  readonly customDomain: CustomDomain | undefined;
+  /** The scheduled refresh's rate, in minutes. */
+  readonly refreshIntervalMinutes: number;
+  /** How long before expiry the scheduler refreshes a token (`REFRESH_LEAD_SECONDS`); unset keeps the code's default. */
+  readonly refreshLeadSeconds: number | undefined;
+  readonly logRetentionDays: number;
+  /** Steady-state requests per second allowed on each public route (burst is twice this). */
+  readonly publicRouteRateLimit: number;
+  /** Steady-state requests per second allowed on each IAM-authorized route. */
+  readonly serviceRouteRateLimit: number;
+  /** Alarm when more connections than this newly need re-authorization within an hour. */
+  readonly needsReauthAlarmThreshold: number;
+  /** An existing SNS topic every alarm notifies; unset leaves alarms without actions. */
+  readonly alarmTopicArn: string | undefined;
+}
+
+export type ContextReader = (key: string) => unknown;
+
+/** CloudWatch Logs accepts only these retention periods. */
+const RETENTION_DAYS = [
+  1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+];
+
+export class SettingsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SettingsError';
+  }
+}
+
+export const clientIdContextKey = (provider: ProviderId): string => `${provider}ClientId`;
+
+function text(read: ContextReader, key: string): string | undefined {
+  const value = read(key);
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value !== 'string') throw new SettingsError(`context ${key} must be a string`);
+  return value.trim();
+}
+
+function integer(read: ContextReader, key: string, fallback: number, min: number, max: number): number {
+  const value = read(key);
+  if (value === undefined || value === null || value === '') return fallback;
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new SettingsError(`context ${key} must be an integer from ${min} to ${max}`);
+  }
+  return n;
+}
+
+export function readSettings(read: ContextReader): BrokerSettings {
+  const prefix = text(read, 'prefix') ?? 'crm-oauth-broker';
+  if (!/^[a-z][a-z0-9-]{1,29}$/.test(prefix)) {
+    throw new SettingsError('context prefix must be 2-30 characters: lower-case letters, digits and dashes');
+  }
+
+  const clientIds: Partial<Record<ProviderId, string>> = {};
+  for (const provider of providerIds) {
+    const clientId = text(read, clientIdContextKey(provider));
+    if (clientId === undefined) continue;
+    if (!/^[\x21-\x7e]{1,256}$/.test(clientId)) {
+      throw new SettingsError(`context ${clientIdContextKey(provider)} is not a plausible client id`);
+    }
+    clientIds[provider] = clientId;
+  }
+
+  const originsRaw = read('returnToOrigins');
+  let returnToOrigins: string[] | undefined;
+  if (originsRaw !== undefined && originsRaw !== null && originsRaw !== '') {
+    const list = Array.isArray(originsRaw) ? originsRaw : String(originsRaw).split(',');
+    returnToOrigins = list.map((o) => String(o).trim()).filter(Boolean);
+    for (const origin of returnToOrigins) {
+      // The same check the functions make at cold start, so a bad value fails here instead.
+      if (originOf(origin) !== origin || origin.includes(',')) {
+        throw new SettingsError(
+          `context returnToOrigins: ${JSON.stringify(origin)} is not an origin like https://app.example.com`,
+        );
+      }
+    }
+  }
+
+  const domainName = text(read, 'domainName');
+  const certificateArn = text(read, 'certificateArn');
+  if ((domainName === undefined) !== (certificateArn === undefined)) {
+    throw new SettingsError('context domainName and certificateArn go together');
+  }
+  if (
+    domainName !== undefined &&
+    !/^(?=.{4,253}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$/.test(domainName)
+  ) {
+    throw new SettingsError('context domainName must be a lower-case DNS name');
+  }
+  if (
+    certificateArn !== undefined &&
+    !/^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/.+$/.test(certificateArn)
+  ) {
+    throw new SettingsError('context certificateArn must be an ACM certificate ARN');
+  }
+
+  const logRetentionDays = integer(read, 'logRetentionDays', 30, 1, 3653);
+  if (!RETENTION_DAYS.includes(logRetentionDays)) {
+    throw new SettingsError(`context logRetentionDays must be one of ${RETENTION_DAYS.join(', ')}`);
+  }
+  const alarmTopicArn = text(read, 'alarmTopicArn');
+  if (alarmTopicArn !== undefined && !/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+$/.test(alarmTopicArn)) {
+    throw new SettingsError('context alarmTopicArn must be an SNS topic ARN');
+  }
+  const refreshLead = read('refreshLeadSeconds');
+
+  return {
+    prefix,
+    clientIds,
+    returnToOrigins,
+    customDomain: domainName && certificateArn ? { domainName, certificateArn } : undefined,
+    refreshIntervalMinutes: integer(read, 'refreshIntervalMinutes', 5, 1, 60),
+    refreshLeadSeconds:
+      refreshLead === undefined || refreshLead === null || refreshLead === ''
+        ? undefined
+        : integer(read, 'refreshLeadSeconds', 900, 60, 86_400),
+    logRetentionDays,
+    publicRouteRateLimit: integer(read, 'publicRouteRateLimit', 20, 1, 10_000),
+    serviceRouteRateLimit: integer(read, 'serviceRouteRateLimit', 50, 1, 10_000),
+    needsReauthAlarmThreshold: integer(read, 'needsReauthAlarmThreshold', 10, 1, 100_000),
+    alarmTopicArn,
+  };
+}
