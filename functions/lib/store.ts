@@ -221,7 +221,9 @@ export class Store {
   async upsertConnection(
     record: Omit<ConnectionRecord, 'createdAt' | 'version' | 'leaseOwner' | 'leaseUntil'>,
   ): Promise<{ created: boolean; connection: ConnectionRecord }> {
-    const { connectionId, ...fields } = record;
+    // createdAt and version are set by the expression itself; a lease never survives a reconnect.
+    const { connectionId, ...given } = record as ConnectionRecord;
+    const { createdAt: _c, version: _v, leaseOwner: _o, leaseUntil: _u, ...fields } = given;
     const update = updateExpression(
       {
         ...fields,
