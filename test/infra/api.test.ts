@@ -6,7 +6,9 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { REPO_ROOT } from '../../infra/broker-function.ts';
 import { handlerFactories } from '../../local/functions.ts';
 import {
   type FunctionName,
@@ -133,7 +135,8 @@ describe('the route table and the local server agree', () => {
       );
       expect(local?.function).toBe(route.function);
       // ...and builds that function's handler from the module the stack bundles.
-      const module = (await import(`../../${functionEntry(route.function)}`)) as { createHandler: unknown };
+      const entry = pathToFileURL(join(REPO_ROOT, functionEntry(route.function))).href;
+      const module = (await import(/* @vite-ignore */ entry)) as { createHandler: unknown };
       expect(handlerFactories[route.function as FunctionName]).toBe(module.createHandler);
     },
   );

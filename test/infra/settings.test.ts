@@ -1,0 +1,76 @@
+/** Deployment settings are checked before anything is built, with the same rules the functions apply. */
+import { describe, expect, it } from 'vitest';
+import { SettingsError, readSettings } from '../../infra/settings.ts';
+
+const read = (context: Record<string, unknown>) => readSettings((key) => context[key]);
+
+describe('deployment settings', () => {
+  it('has working defaults: no client ids, the broker origin only, a 5-minute schedule, 30-day logs', () => {
+    expect(read({})).toEqual({
+      prefix: 'crm-oauth-broker',
+      clientIds: {},
+      returnToOrigins: undefined,
+      customDomain: undefined,
+      refreshIntervalMinutes: 5,
+      refreshLeadSeconds: undefined,
+      logRetentionDays: 30,
+      publicRouteRateLimit: 20,
+      serviceRouteRateLimit: 50,
+      needsReauthAlarmThreshold: 10,
+      alarmTopicArn: undefined,
+    });
+  });
+
+  it('reads client ids per CRM and origins as a list or comma-separated text', () => {
+    const s = read({
+      closeClientId: 'oa2client_abc',
+      returnToOrigins: 'https://app.example.com, https://admin.example.com:8443',
+    });
+    expect(s.clientIds).toEqual({ close: 'oa2client_abc' });
+    expect(s.returnToOrigins).toEqual(['https://app.example.com', 'https://admin.example.com:8443']);
+    expect(read({ returnToOrigins: ['https://app.example.com'] }).returnToOrigins).toEqual([
+      'https://app.example.com',
+    ]);
+  });
+
+  it.each([
+    ['https://app.example.com/done', 'a path'],
+    ['app.example.com', 'no scheme'],
+    ['javascript:alert(1)', 'a script URL'],
+    ['https://app.example.com/', 'a trailing slash'],
+  ])('refuses the returnTo origin %s (%s), as the functions would at cold start', (origin) => {
+    expect(() => read({ returnToOrigins: origin })).toThrow(SettingsError);
+  });
+
+  it('takes a custom domain only with its certificate', () => {
+    expect(() => read({ domainName: 'crm-auth.example.com' })).toThrow(/go together/);
+    expect(() =>
+      read({
+        domainName: 'crm-auth.example.com',
+        certificateArn: 'arn:aws:iam::111111111111:server-certificate/x',
+      }),
+    ).toThrow(/ACM certificate/);
+    expect(
+      read({
+        domainName: 'crm-auth.example.com',
+        certificateArn: 'arn:aws:acm:eu-west-1:111111111111:certificate/abc',
+      }).customDomain,
+    ).toEqual({
+      domainName: 'crm-auth.example.com',
+      certificateArn: 'arn:aws:acm:eu-west-1:111111111111:certificate/abc',
+    });
+  });
+
+  it.each([
+    [{ prefix: 'Has Spaces' }, /prefix/],
+    [{ refreshIntervalMinutes: '0' }, /refreshIntervalMinutes/],
+    [{ refreshIntervalMinutes: 90 }, /refreshIntervalMinutes/],
+    [{ refreshLeadSeconds: 10 }, /refreshLeadSeconds/],
+    [{ logRetentionDays: 31 }, /logRetentionDays must be one of/],
+    [{ alarmTopicArn: 'ops-alarms' }, /SNS topic ARN/],
+    [{ copperClientId: 'has space' }, /copperClientId/],
+    [{ closeClientId: 42 }, /must be a string/],
+  ])('refuses %j', (context, message) => {
+    expect(() => read(context)).toThrow(message);
+  });
+});

@@ -1,0 +1,336 @@
+/**
+ * The synthesized stacks: stateful resources retained and configured for
+ * recovery, functions built with the shared defaults and exactly the settings
+ * their code reads, the schedule bounded, and the operations surface (alarms,
+ * dashboard, outputs) in place.
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { REPO_ROOT } from '../../infra/broker-function.ts';
+import { logMetrics } from '../../infra/observability.ts';
+import { providerIds } from '../../functions/lib/providers.ts';
+import {
+  type FunctionName,
+  functionNames,
+  functionSettings,
+  invokableFunctions,
+} from '../../functions/lib/routes.ts';
+import { tableDefinition } from '../../functions/lib/table.ts';
+import {
+  type Assembly,
+  type Json,
+  type Resource,
+  functionResource,
+  loadAssembly,
+  ofType,
+  symbolize,
+} from './support.ts';
+
+let assembly: Assembly;
+beforeAll(() => {
+  assembly = loadAssembly(inject('assemblyDir'));
+});
+
+const only = (template: Json, type: string): Resource => {
+  const found = ofType(template, type);
+  expect(found, type).toHaveLength(1);
+  return (found[0] as [string, Resource])[1];
+};
+
+describe('stateful stack', () => {
+  it('holds the table, the key, the secret and the bus, all retained on delete and replacement', () => {
+    for (const type of [
+      'AWS::DynamoDB::Table',
+      'AWS::KMS::Key',
+      'AWS::SecretsManager::Secret',
+      'AWS::Events::EventBus',
+    ]) {
+      const r = only(assembly.statefulJson, type);
+      expect(r.DeletionPolicy, type).toBe('Retain');
+      expect(r.UpdateReplacePolicy, type).toBe('Retain');
+    }
+  });
+
+  it('is termination-protected; the stateless stack holds no data resource', () => {
+    const manifest = JSON.parse(readFileSync(join(assembly.dir, 'manifest.json'), 'utf8')) as {
+      artifacts: Record<string, { properties?: { terminationProtection?: boolean } }>;
+    };
+    expect(manifest.artifacts.Stateful?.properties?.terminationProtection).toBe(true);
+    for (const type of ['AWS::DynamoDB::Table', 'AWS::KMS::Key', 'AWS::SecretsManager::Secret']) {
+      expect(ofType(assembly.statelessJson, type)).toHaveLength(0);
+    }
+  });
+
+  it('builds the table from table.ts: on demand, PITR, TTL, customer key, deletion protection', () => {
+    const table = only(assembly.statefulJson, 'AWS::DynamoDB::Table').Properties as Json;
+    const definition = tableDefinition('unused');
+    expect(table.BillingMode).toBe('PAY_PER_REQUEST');
+    expect(table.PointInTimeRecoverySpecification).toEqual({ PointInTimeRecoveryEnabled: true });
+    expect(table.TimeToLiveSpecification).toEqual({ AttributeName: 'ttl', Enabled: true });
+    expect(table.DeletionProtectionEnabled).toBe(true);
+    expect(symbolize(assembly, table.SSESpecification, assembly.statefulJson)).toEqual({
+      KMSMasterKeyId: 'Key.Arn',
+      SSEEnabled: true,
+      SSEType: 'KMS',
+    });
+    const byName = <T extends { AttributeName?: string; IndexName?: string }>(list: T[]) =>
+      [...list].sort((a, b) =>
+        (a.AttributeName ?? a.IndexName ?? '').localeCompare(b.AttributeName ?? b.IndexName ?? ''),
+      );
+    expect(byName(table.AttributeDefinitions as [])).toEqual(byName(definition.AttributeDefinitions ?? []));
+    expect(table.KeySchema).toEqual(definition.KeySchema);
+    expect(byName(table.GlobalSecondaryIndexes as [])).toEqual(
+      byName(definition.GlobalSecondaryIndexes ?? []),
+    );
+  });
+
+  it('rotates the token key yearly and waits 30 days before any deletion', () => {
+    const key = only(assembly.statefulJson, 'AWS::KMS::Key').Properties as Json;
+    expect(key.EnableKeyRotation).toBe(true);
+    expect(key.RotationPeriodInDays).toBe(365);
+    expect(key.PendingWindowInDays).toBe(30);
+  });
+
+  it('keeps no client secret in the template: the secret starts with empty entries, one per CRM', () => {
+    const secret = only(assembly.statefulJson, 'AWS::SecretsManager::Secret').Properties as Json;
+    expect(secret.SecretString).toBeUndefined();
+    const generated = secret.GenerateSecretString as { SecretStringTemplate: string };
+    expect(JSON.parse(generated.SecretStringTemplate)).toEqual(
+      Object.fromEntries(providerIds.map((p) => [p, ''])),
+    );
+  });
+
+  it('names the event bus after the broker', () => {
+    expect(only(assembly.statefulJson, 'AWS::Events::EventBus').Properties?.Name).toBe('crm-oauth-broker');
+  });
+});
+
+describe('functions', () => {
+  const fn = (name: FunctionName) =>
+    functionResource(assembly.statelessJson, 'AWS::Lambda::Function', name)[1];
+
+  it('deploys exactly the functions of the route table', () => {
+    const names = ofType(assembly.statelessJson, 'AWS::Lambda::Function').map(
+      ([, f]) => f.Properties?.FunctionName,
+    );
+    expect(names.sort()).toEqual(functionNames.map((n) => `crm-oauth-broker-${n}`).sort());
+  });
+
+  it.each(functionNames)(
+    '%s: newest Node.js runtime, arm64, its timeout and memory, JSON logs to its own group',
+    (name) => {
+      const p = fn(name).Properties as Json;
+      expect(p.Runtime).toBe('nodejs24.x');
+      expect(p.Architectures).toEqual(['arm64']);
+      expect(p.Handler).toBe('index.handler');
+      expect(p.Timeout).toBe(functionSettings[name].timeoutSeconds);
+      expect(p.MemorySize).toBe(functionSettings[name].memoryMb);
+      expect(p.Description).toBe(functionSettings[name].description);
+      expect(symbolize(assembly, p.LoggingConfig)).toEqual({
+        LogFormat: 'JSON',
+        LogGroup: `LogGroup[${name}].Ref`,
+        ApplicationLogLevel: 'INFO',
+        SystemLogLevel: 'WARN',
+      });
+      const [, group] = functionResource(assembly.statelessJson, 'AWS::Logs::LogGroup', name);
+      expect(group.Properties?.RetentionInDays).toBe(30);
+    },
+  );
+
+  const common = {
+    PUBLIC_BASE_URL: 'Api.ApiEndpoint',
+    RETURN_TO_ORIGINS: 'https://app.example.com,https://admin.example.com',
+    COPPER_CLIENT_ID: 'copper-test-client',
+    CAPSULE_CLIENT_ID: 'capsule-test-client',
+    CLOSE_CLIENT_ID: 'oa2client_close_test',
+    REFRESH_INTERVAL_SECONDS: '300',
+    POWERTOOLS_SERVICE_NAME: 'crm-oauth-broker',
+    POWERTOOLS_METRICS_NAMESPACE: 'CrmOAuthBroker/crm-oauth-broker',
+    NODE_OPTIONS: '--enable-source-maps',
+    TABLE_NAME: 'Table.Ref',
+    // config.ts refuses to start without it, even where the function never calls KMS.
+    KMS_KEY_ID: 'Key.Arn',
+  };
+  const withSecretsAndEvents = {
+    ...common,
+    CLIENT_SECRETS_ARN: 'Secret.Ref',
+    EVENT_BUS_NAME: 'EventBus.Ref',
+  };
+  const expectedEnv: Record<FunctionName, Record<string, string>> = {
+    'connect-session': common,
+    authorize: common,
+    callback: withSecretsAndEvents,
+    'token-fetch': withSecretsAndEvents,
+    connections: withSecretsAndEvents,
+    refresh: withSecretsAndEvents,
+    'refresh-scheduled': withSecretsAndEvents,
+  };
+
+  it.each(functionNames)('%s: exactly the settings its code reads, and no secret value', (name) => {
+    const env = (fn(name).Properties?.Environment as { Variables: Json }).Variables;
+    expect(symbolize(assembly, env)).toEqual(expectedEnv[name]);
+    for (const key of Object.keys(env)) expect(key).not.toMatch(/_CLIENT_SECRET$|_MASTER_KEY$/);
+  });
+});
+
+describe('schedule', () => {
+  it('invokes refresh-scheduled at the configured rate with bounded retries and a dead-letter queue', () => {
+    const schedule = only(assembly.statelessJson, 'AWS::Scheduler::Schedule').Properties as Json;
+    expect(schedule.ScheduleExpression).toBe('rate(5 minutes)');
+    expect(schedule.State).toBe('ENABLED');
+    expect(schedule.FlexibleTimeWindow).toEqual({ Mode: 'OFF' });
+    const target = symbolize(assembly, schedule.Target) as Json;
+    expect(target.Arn).toBe('Function[refresh-scheduled].Arn');
+    expect(target.RetryPolicy).toEqual({ MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 300 });
+    expect(target.DeadLetterConfig).toEqual({ Arn: 'Queue.Arn' });
+  });
+
+  it('sends failed asynchronous runs to the same queue instead of retrying them', () => {
+    const config = symbolize(
+      assembly,
+      only(assembly.statelessJson, 'AWS::Lambda::EventInvokeConfig').Properties,
+    );
+    expect(config).toMatchObject({
+      FunctionName: 'Function[refresh-scheduled].Ref',
+      MaximumRetryAttempts: 0,
+      MaximumEventAgeInSeconds: 300,
+      DestinationConfig: { OnFailure: { Destination: 'Queue.Arn' } },
+    });
+  });
+
+  it('keeps dead letters encrypted, over TLS only, for 14 days', () => {
+    const queue = only(assembly.statelessJson, 'AWS::SQS::Queue').Properties as Json;
+    expect(queue.SqsManagedSseEnabled).toBe(true);
+    expect(queue.MessageRetentionPeriod).toBe(14 * 86_400);
+    assembly.stateless.hasResourceProperties('AWS::SQS::QueuePolicy', {
+      PolicyDocument: {
+        Statement: [
+          { Effect: 'Deny', Action: 'sqs:*', Condition: { Bool: { 'aws:SecureTransport': 'false' } } },
+        ],
+      },
+    });
+  });
+});
+
+describe('operations', () => {
+  const alarmNames = () =>
+    ofType(assembly.statelessJson, 'AWS::CloudWatch::Alarm').map(
+      ([, a]) => a.Properties?.AlarmName as string,
+    );
+
+  it('alarms on function failures, refresh failures, re-authorizations, throttles, dead letters and a stopped schedule', () => {
+    expect(alarmNames().sort()).toEqual(
+      [
+        ...functionNames.map((n) => `crm-oauth-broker-function-${n}-failures`),
+        'crm-oauth-broker-token-refresh-failures',
+        'crm-oauth-broker-refresh-result-lost',
+        'crm-oauth-broker-connections-need-reauth',
+        'crm-oauth-broker-lambda-throttles',
+        'crm-oauth-broker-api-5xx',
+        'crm-oauth-broker-refresh-dead-letters',
+        'crm-oauth-broker-scheduled-refresh-stopped',
+      ].sort(),
+    );
+  });
+
+  it('notifies the configured topic on alarm and on recovery', () => {
+    for (const [, alarm] of ofType(assembly.statelessJson, 'AWS::CloudWatch::Alarm')) {
+      expect(alarm.Properties?.AlarmActions).toEqual(['arn:aws:sns:us-east-1:111111111111:ops-alarms']);
+      expect(alarm.Properties?.OKActions).toEqual(['arn:aws:sns:us-east-1:111111111111:ops-alarms']);
+    }
+  });
+
+  it('counts a function failure as Lambda errors minus typed refusals, or a logged unexpected failure', () => {
+    const [, alarm] = ofType(assembly.statelessJson, 'AWS::CloudWatch::Alarm').find(
+      ([, a]) => a.Properties?.AlarmName === 'crm-oauth-broker-function-token-fetch-failures',
+    ) as [string, Resource];
+    const metrics = alarm.Properties?.Metrics as { Expression?: string; MetricStat?: { Metric: Json } }[];
+    expect(metrics.find((m) => m.Expression)?.Expression).toMatch(
+      /^MAX\(\[FILL\(errors\d, 0\) - FILL\(refused\d, 0\), FILL\(unexpected\d, 0\)\]\)$/,
+    );
+    const stats = metrics.flatMap((m) => (m.MetricStat ? [symbolize(assembly, m.MetricStat.Metric)] : []));
+    expect(stats).toContainEqual({
+      Namespace: 'AWS/Lambda',
+      MetricName: 'Errors',
+      Dimensions: [{ Name: 'FunctionName', Value: 'Function[token-fetch].Ref' }],
+    });
+    expect(stats).toContainEqual({
+      Namespace: 'CrmOAuthBroker/crm-oauth-broker',
+      MetricName: 'RequestsRefused',
+      Dimensions: [{ Name: 'Function', Value: 'token-fetch' }],
+    });
+  });
+
+  it('has a dashboard with connections by state, refreshes, failures and token-fetch latency', () => {
+    const body = JSON.stringify(
+      symbolize(
+        assembly,
+        only(assembly.statelessJson, 'AWS::CloudWatch::Dashboard').Properties?.DashboardBody,
+      ),
+    );
+    for (const title of [
+      'Connections by state: changes per hour',
+      'Refreshes',
+      'Refresh failures',
+      'token-fetch latency',
+      'Function failures (not typed refusals)',
+      'Throttles and dead letters',
+    ]) {
+      expect(body).toContain(title);
+    }
+    expect(body).toContain('Function[token-fetch].Ref');
+  });
+
+  it('turns the log lines the code writes into metrics, on the log groups of the functions that write them', () => {
+    const filters = ofType(assembly.statelessJson, 'AWS::Logs::MetricFilter').map(([, f]) => ({
+      group: symbolize(assembly, f.Properties?.LogGroupName) as string,
+      pattern: f.Properties?.FilterPattern as string,
+      metric: (f.Properties?.MetricTransformations as { MetricName: string }[])[0]?.MetricName,
+    }));
+    for (const m of logMetrics) {
+      for (const name of m.functions) {
+        const match = filters.find((f) => f.metric === m.metricName && f.group === `LogGroup[${name}].Ref`);
+        expect(match, `${m.metricName} on ${name}`).toBeDefined();
+        expect(match?.pattern).toContain(`$.message = "${m.message}"`);
+      }
+    }
+  });
+
+  it('every message a metric counts is a message the code really logs', () => {
+    const sources: string[] = [];
+    const walk = (dir: string) => {
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) walk(path);
+        else if (entry.name.endsWith('.ts')) sources.push(readFileSync(path, 'utf8'));
+      }
+    };
+    walk(join(REPO_ROOT, 'functions'));
+    const code = sources.join('\n');
+    for (const m of logMetrics) {
+      expect(code, m.message).toMatch(
+        new RegExp(`['"\`]${m.message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}['"\`]`),
+      );
+      if (m.valueField) expect(code).toMatch(new RegExp(`\\b${m.valueField}\\b`));
+      if (m.alertField) expect(code).toContain(`alert: '${m.alertField}'`);
+    }
+  });
+
+  it('outputs the API URL, the callback URL of each CRM and the invokable functions', () => {
+    const outputs = symbolize(assembly, assembly.statelessJson.Outputs) as Record<string, { Value: string }>;
+    expect(outputs.ApiUrl?.Value).toBe('Api.ApiEndpoint');
+    for (const p of providerIds) {
+      const key = `CallbackUrl${p[0]?.toUpperCase()}${p.slice(1)}`;
+      expect(outputs[key]?.Value).toBe(`Api.ApiEndpoint/callback/${p}`);
+    }
+    const pascal = (n: string) => n.replace(/(^|-)([a-z])/g, (_m, _d, c: string) => c.toUpperCase());
+    for (const name of invokableFunctions) {
+      expect(outputs[`${pascal(name)}FunctionName`]?.Value).toBe(`Function[${name}].Ref`);
+      expect(outputs[`${pascal(name)}FunctionArn`]?.Value).toBe(`Function[${name}].Arn`);
+    }
+    for (const name of ['token-fetch', 'connect-session', 'connections'] as const) {
+      expect(invokableFunctions).toContain(name);
+    }
+  });
+});
