@@ -69,7 +69,6 @@ export interface ObservabilityProps {
   readonly prefix: string;
   readonly namespace: string;
   readonly functions: ReadonlyMap<FunctionName, BrokerFunction>;
-  readonly api: apigwv2.HttpApi;
   readonly apiStage: apigwv2.HttpStage;
   readonly deadLetterQueue: sqs.IQueue;
   readonly refreshIntervalMinutes: number;

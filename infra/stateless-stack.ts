@@ -236,7 +236,6 @@ export class StatelessStack extends Stack {
       prefix,
       namespace,
       functions,
-      api: this.api,
       apiStage: stage,
       deadLetterQueue: deadLetters,
       refreshIntervalMinutes: settings.refreshIntervalMinutes,
