@@ -6,6 +6,7 @@ const env = {
   AWS_ACCESS_KEY_ID: 'test',
   AWS_SECRET_ACCESS_KEY: 'test',
   POWERTOOLS_DEV: 'false',
+  POWERTOOLS_LOG_LEVEL: 'ERROR',
 };
 
 export default defineConfig({

@@ -42,6 +42,7 @@ afterAll(async () => {
 beforeEach(() => {
   clockOffsetMs = 0;
   failTokenWrites = 0;
+  proxy.clear();
 });
 
 async function connected(provider: 'close' | 'capsule' | 'copper', ownerId: string): Promise<string> {
@@ -178,7 +179,7 @@ describe('row 11: CRM outage', () => {
     ['invalid JSON', { status: 200, body: '{"access_token":' }],
     ['429 with Retry-After', { status: 429, headers: { 'Retry-After': '1' } }],
   ] as const)('%s is transient: never needs_reauth, tokens intact', async (_name, fault) => {
-    const id = await connected('close', `owner-${_name}`);
+    const id = await connected('close', `owner-${_name.replace(/\W+/g, '-')}`);
     const before = await record(id);
     proxy.failNext(fault, 3);
     expect(await fetchToken(id, { forceRefresh: true })).toMatchObject({

@@ -13,6 +13,8 @@ export interface FaultProxy {
   target: string;
   requests: number;
   failNext(fault: Fault, times?: number): void;
+  /** Drops queued faults. */
+  clear(): void;
   close(): Promise<void>;
 }
 
@@ -24,6 +26,9 @@ export async function startFaultProxy(target = ''): Promise<FaultProxy> {
     requests: 0,
     failNext(fault, times = 1) {
       for (let i = 0; i < times; i++) faults.push(fault);
+    },
+    clear() {
+      faults.length = 0;
     },
     close: async () => {
       server.closeAllConnections();

@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { buildAuthorizationUrl, processTokenResponse, TokenEndpointRejected } from '../../functions/lib/oauth.ts';
+import {
+  buildAuthorizationUrl,
+  processTokenResponse,
+  TokenEndpointRejected,
+} from '../../functions/lib/oauth.ts';
 import { ProviderProtocolError } from '../../functions/lib/provider-http.ts';
 import { providerIds, resolveProviders } from '../../functions/lib/providers.ts';
 
@@ -49,7 +53,15 @@ describe('provider registry: each CRM as data', () => {
     expect(
       registry.close.account(
         { access_token: 'x', organization_id: 'orga_2' },
-        { me: { email: 'a@acme.test', organizations: [{ id: 'orga_1', name: 'One' }, { id: 'orga_2', name: 'Two' }] } },
+        {
+          me: {
+            email: 'a@acme.test',
+            organizations: [
+              { id: 'orga_1', name: 'One' },
+              { id: 'orga_2', name: 'Two' },
+            ],
+          },
+        },
       ),
     ).toEqual({ id: 'orga_2', name: 'Two', userEmail: 'a@acme.test' });
     expect(
@@ -59,7 +71,10 @@ describe('provider registry: each CRM as data', () => {
       ),
     ).toEqual({ id: 'acme', name: 'Acme', userEmail: null });
     expect(
-      registry.copper.account({ access_token: 'x' }, { account: { id: 42, name: 'Acme' }, me: { email: 'a@b.c' } }),
+      registry.copper.account(
+        { access_token: 'x' },
+        { account: { id: 42, name: 'Acme' }, me: { email: 'a@b.c' } },
+      ),
     ).toEqual({ id: '42', name: 'Acme', userEmail: 'a@b.c' });
     expect(() => registry.copper.account({ access_token: 'x' }, { account: {}, me: {} })).toThrow();
   });
@@ -126,10 +141,22 @@ describe('token response processing (RFC 6749 §5)', () => {
   });
 
   it('treats malformed successes as protocol errors, never as a dead grant', () => {
-    for (const body of [undefined, null, [], 'html', {}, { access_token: '' }, { access_token: 'a', expires_in: -1 }]) {
+    for (const body of [
+      undefined,
+      null,
+      [],
+      'html',
+      {},
+      { access_token: '' },
+      { access_token: 'a', expires_in: -1 },
+    ]) {
       expect(() => processTokenResponse(200, body)).toThrow(ProviderProtocolError);
     }
-    expect(() => processTokenResponse(200, { access_token: 'a', token_type: 'mac' })).toThrow(ProviderProtocolError);
-    expect(() => processTokenResponse(200, { access_token: 'a'.repeat(9000) })).toThrow(ProviderProtocolError);
+    expect(() => processTokenResponse(200, { access_token: 'a', token_type: 'mac' })).toThrow(
+      ProviderProtocolError,
+    );
+    expect(() => processTokenResponse(200, { access_token: 'a'.repeat(9000) })).toThrow(
+      ProviderProtocolError,
+    );
   });
 });

@@ -57,7 +57,10 @@ describe('returnTo allow-list (security.md row 7: open redirect)', () => {
 describe('configuration', () => {
   it('refuses a RETURN_TO_ORIGINS entry with a path', () => {
     expect(() =>
-      loadConfig({ LOCAL_MASTER_KEY: Buffer.alloc(32).toString('base64'), RETURN_TO_ORIGINS: 'https://a.com/x' }),
+      loadConfig({
+        LOCAL_MASTER_KEY: Buffer.alloc(32).toString('base64'),
+        RETURN_TO_ORIGINS: 'https://a.com/x',
+      }),
     ).toThrow(/RETURN_TO_ORIGINS/);
   });
 
@@ -67,7 +70,10 @@ describe('configuration', () => {
 
   it('refuses plain-http provider endpoints off loopback', () => {
     expect(() =>
-      loadConfig({ LOCAL_MASTER_KEY: Buffer.alloc(32).toString('base64'), CLOSE_TOKEN_URL: 'http://evil.test/t' }),
+      loadConfig({
+        LOCAL_MASTER_KEY: Buffer.alloc(32).toString('base64'),
+        CLOSE_TOKEN_URL: 'http://evil.test/t',
+      }),
     ).toThrow(/CLOSE_TOKEN_URL/);
   });
 });
