@@ -134,6 +134,17 @@ export interface DataKeyCacheLimits {
   maxEntries: number;
 }
 
+/**
+ * One hour or 10,000 uses per data key: a warm function decrypts each connection's key at most once an
+ * hour, which keeps KMS cost flat (README, "Deploy to AWS"), while a key revoked in KMS stops working
+ * here within the hour.
+ */
+export const DEFAULT_CACHE_LIMITS: DataKeyCacheLimits = {
+  maxAgeMs: 3600_000,
+  maxUses: 10_000,
+  maxEntries: 1000,
+};
+
 interface CachedKey {
   plaintext: Buffer;
   encrypted: Buffer;
@@ -147,7 +158,7 @@ export class Envelope {
 
   constructor(
     private readonly keys: KeyProvider,
-    private readonly limits: DataKeyCacheLimits = { maxAgeMs: 5 * 60_000, maxUses: 10_000, maxEntries: 1000 },
+    private readonly limits: DataKeyCacheLimits = DEFAULT_CACHE_LIMITS,
     private readonly now: () => number = Date.now,
   ) {}
 

@@ -22,6 +22,20 @@ export const OWNER_INDEX = 'byOwner';
 export const DUE_INDEX = 'byDueTime';
 export const DUE_SHARDS = 8;
 
+/** The connection attributes the `byOwner` index carries: the public view, no tokens. */
+export const OWNER_INDEX_ATTRIBUTES = [
+  'connectionId',
+  'ownerId',
+  'provider',
+  'account',
+  'status',
+  'expiresAt',
+  'lastRefreshedAt',
+  'lastError',
+  'createdAt',
+  'updatedAt',
+] as const;
+
 export const keys = {
   session: (sessionHash: string) => ({ pk: `SESSION#${sessionHash}`, sk: 'SESSION' }),
   state: (stateHash: string) => ({ pk: `STATE#${stateHash}`, sk: 'STATE' }),
@@ -53,7 +67,9 @@ export function tableDefinition(tableName: string): CreateTableCommandInput {
           { AttributeName: 'gsi1pk', KeyType: 'HASH' },
           { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
         ],
-        Projection: { ProjectionType: 'ALL' },
+        // What `connections list` shows, never the (encrypted) tokens: no ciphertext in the index,
+        // and token writes don't touch it.
+        Projection: { ProjectionType: 'INCLUDE', NonKeyAttributes: [...OWNER_INDEX_ATTRIBUTES] },
       },
       {
         IndexName: DUE_INDEX,

@@ -111,19 +111,25 @@ export async function refreshConnection(
     const held = await deps.store.acquireRefreshLease(connection.connectionId, owner, deps.now(), LEASE_MS);
     if (held) {
       // Re-read happened with the lease (ALL_NEW): someone may have refreshed in between.
+      let result: ConnectionRecord | undefined;
       try {
         if (held.status === 'needs_reauth') throw new NeedsReauth();
-        if (options.satisfied(held)) return held;
-        return await refreshHoldingLease(
-          deps,
-          held,
-          owner,
-          Math.min(deadline, deps.now() + LEASE_MS - LEASE_SAFETY_MS),
-        );
+        result = options.satisfied(held)
+          ? held
+          : await refreshHoldingLease(
+              deps,
+              held,
+              owner,
+              Math.min(deadline, deps.now() + LEASE_MS - LEASE_SAFETY_MS),
+            );
+        return result;
       } finally {
-        await deps.store.releaseRefreshLease(connection.connectionId, owner).catch((err) => {
-          deps.logger.warn('lease release failed; it lapses by itself', errorFields(err));
-        });
+        // A stored refresh result gave the lease back in the same write: nothing left to release.
+        if (result === undefined || result.leaseOwner !== undefined) {
+          await deps.store.releaseRefreshLease(connection.connectionId, owner).catch((err) => {
+            deps.logger.warn('lease release failed; it lapses by itself', errorFields(err));
+          });
+        }
       }
     }
     // Someone else holds the lease: wait for their result instead of refreshing again.
