@@ -2,7 +2,7 @@
  * Deployment settings, read once from CDK context (`cdk.json` or `-c key=value`)
  * and checked before anything is built: a bad value fails `cdk synth`, not the
  * first request. Nothing secret belongs here; client secrets live in Secrets
- * Manager (see README-deploy.md).
+ * Manager (see README.md, "Deploy to AWS").
  */
 import { originOf } from '../functions/lib/config.ts';
 import { type ProviderId, providerIds } from '../functions/lib/providers.ts';

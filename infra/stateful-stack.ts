@@ -173,7 +173,7 @@ export class StatefulStack extends Stack {
     }
 
     // One secret `{ "copper": "...", "capsule": "...", "close": "..." }`, created with empty
-    // entries: the template never holds a client secret; operators put the values (README-deploy.md).
+    // entries: the template never holds a client secret; operators put the values (README.md, "Deploy to AWS").
     this.clientSecrets = new secretsmanager.Secret(this, 'ClientSecrets', {
       description: `${prefix}: OAuth client secrets of the CRM apps, one JSON entry per CRM`,
       generateSecretString: {
@@ -200,7 +200,7 @@ export class StatefulStack extends Stack {
     new CfnOutput(this, 'TokenKeyArn', { value: this.tokenKey.keyArn });
     new CfnOutput(this, 'ClientSecretsArn', {
       value: this.clientSecrets.secretArn,
-      description: 'Put {"copper":"...","capsule":"...","close":"..."} here (README-deploy.md)',
+      description: 'Put {"copper":"...","capsule":"...","close":"..."} here (README.md, "Deploy to AWS")',
     });
     new CfnOutput(this, 'EventBusName', { value: this.eventBus.eventBusName });
     new CfnOutput(this, 'EventBusArn', { value: this.eventBus.eventBusArn });
