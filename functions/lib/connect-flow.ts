@@ -11,7 +11,7 @@ import { isRandomToken, pkceChallenge, randomToken, sha256Hex } from './crypto.t
 import { errorFields } from './logger.ts';
 import { TokenEndpointRejected, buildAuthorizationUrl } from './oauth.ts';
 import type { ProviderId, TokenResponse } from './providers.ts';
-import type { ConnectionRecord } from './store.ts';
+import type { ConnectionRecord, StateRecord } from './store.ts';
 import { dueSlot } from './schedule.ts';
 
 /** The same owner, CRM and CRM account always map to the same connection id. */
@@ -153,6 +153,33 @@ export async function completeAuthorization(
     );
   }
   const returnTo = state.returnTo;
+  try {
+    return await finishAuthorization(deps, provider, params, state);
+  } catch (err) {
+    if (err instanceof FlowError) throw err;
+    // The state is spent and nothing was stored: send the person back with a generic error.
+    deps.logger.error('callback failed after the state was consumed', { provider, ...errorFields(err) });
+    throw new FlowError(
+      500,
+      'internal_error',
+      'Something went wrong on our side. Please try again.',
+      returnTo,
+      {
+        cause: err,
+      },
+    );
+  }
+}
+
+async function finishAuthorization(
+  deps: Deps,
+  provider: ProviderId,
+  params: CallbackParams,
+  state: StateRecord,
+): Promise<CallbackOutcome> {
+  const returnTo = state.returnTo;
+  const definition = deps.config.providers[provider];
+  const hasError = params.error !== undefined;
 
   // 3. The person declined (or the CRM failed the request): nothing to store.
   if (hasError) {

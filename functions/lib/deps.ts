@@ -44,12 +44,19 @@ export function createDeps(env: Env, overrides: DepsOverrides = {}): Deps {
   const keyProvider =
     overrides.keyProvider ??
     (config.kmsKeyId
-      ? new KmsKeyProvider(new KMSClient({}), config.kmsKeyId)
+      ? new KmsKeyProvider(
+          new KMSClient(env.AWS_ENDPOINT_URL_KMS ? { endpoint: env.AWS_ENDPOINT_URL_KMS } : {}),
+          config.kmsKeyId,
+        )
       : new LocalKeyProvider(config.localMasterKey as string));
   const http = new ProviderHttp({ timeoutMs: config.providerTimeoutMs, fetch: overrides.fetch, now, sleep });
   return {
     config,
-    store: new Store(overrides.dynamo ?? new DynamoDBClient({}), config.tableName),
+    store: new Store(
+      overrides.dynamo ??
+        new DynamoDBClient(env.AWS_ENDPOINT_URL_DYNAMODB ? { endpoint: env.AWS_ENDPOINT_URL_DYNAMODB } : {}),
+      config.tableName,
+    ),
     envelope: new Envelope(keyProvider, undefined, now),
     oauth: new OAuthClient(http, new ConfiguredClientSecrets(config)),
     events:

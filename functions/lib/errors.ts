@@ -60,7 +60,7 @@ export class ProviderUnavailable extends BrokerError {
 export class FlowError extends Error {
   readonly expose = true;
   constructor(
-    readonly statusCode: 400 | 403 | 404 | 405 | 413,
+    readonly statusCode: 400 | 403 | 404 | 405 | 413 | 500,
     readonly code: string,
     message: string,
     /** Where the person should be sent back, once it is known (after the state was consumed). */
