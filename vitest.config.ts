@@ -7,6 +7,7 @@ const env = {
   AWS_SECRET_ACCESS_KEY: 'test',
   POWERTOOLS_DEV: 'false',
   POWERTOOLS_LOG_LEVEL: 'ERROR',
+  POWERTOOLS_METRICS_DISABLED: 'true',
 };
 
 export default defineConfig({

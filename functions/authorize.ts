@@ -10,7 +10,7 @@ import { httpHandler } from './lib/middleware.ts';
 import { isProviderId } from './lib/providers.ts';
 
 export const createHandler = (deps: Deps) =>
-  httpHandler(deps.logger, 'authorize', async (event: HttpEvent) => {
+  httpHandler(deps, 'authorize', async (event: HttpEvent) => {
     const provider = event.pathParameters?.provider;
     if (!isProviderId(provider) || !deps.config.clients[provider]) {
       throw new FlowError(404, 'unknown_provider', 'This CRM is not available.');

@@ -30,7 +30,7 @@ const FIELDS = ['state', 'code', 'error', 'error_description', 'iss'] as const;
 const BOUNCED = '_bounced';
 
 export const createHandler = (deps: Deps) =>
-  httpHandler(deps.logger, 'callback', async (event: HttpEvent) => {
+  httpHandler(deps, 'callback', async (event: HttpEvent) => {
     const provider = event.pathParameters?.provider;
     if (!isProviderId(provider) || !deps.config.clients[provider]) {
       throw new FlowError(404, 'unknown_provider', 'This CRM is not available.');

@@ -8,7 +8,7 @@ import { invokeHandler } from './lib/middleware.ts';
 import * as v from './lib/validate.ts';
 
 export const createHandler = (deps: Deps) =>
-  invokeHandler(deps.logger, 'connect-session', async (event: unknown) => {
+  invokeHandler(deps, 'connect-session', async (event: unknown) => {
     const payload = v.objectPayload(event, ['ownerId', 'provider', 'returnTo']);
     const ownerId = v.ownerId(payload.ownerId);
     const provider = v.configuredProvider(deps.config, payload.provider);

@@ -29,7 +29,7 @@ export const publicView = (c: ConnectionRecord) => ({
 });
 
 export const createHandler = (deps: Deps) =>
-  invokeHandler(deps.logger, 'connections', async (event: unknown) => {
+  invokeHandler(deps, 'connections', async (event: unknown) => {
     const action = (event as { action?: unknown } | null)?.action;
     switch (action) {
       case 'list': {
@@ -60,6 +60,7 @@ export const createHandler = (deps: Deps) =>
             at: new Date(deps.now()).toISOString(),
           },
         });
+        deps.metrics.count('ConnectionsDeleted');
         deps.logger.info('connection deleted', { connectionId, provider: connection.provider });
         return { connectionId, deleted: true };
       }

@@ -14,7 +14,7 @@ const SAFETY_MS = 15_000;
 const DEFAULT_BUDGET_MS = 60_000;
 
 export const createHandler = (deps: Deps, db: DynamoDBClient = deps.store.client) =>
-  invokeHandler(deps.logger, 'refresh-scheduled', async (_event: unknown, context: Context) => {
+  invokeHandler(deps, 'refresh-scheduled', async (_event: unknown, context: Context) => {
     const remaining = context.getRemainingTimeInMillis?.();
     const budgetMs = remaining ? Math.max(1_000, remaining - SAFETY_MS) : DEFAULT_BUDGET_MS;
     return runScheduledRefresh(deps, db, { budgetMs });

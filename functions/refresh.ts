@@ -43,7 +43,7 @@ export const createHandler = (deps: Deps) => {
     });
     return { connectionId: answer.connectionId, expiresAt: answer.expiresAt };
   };
-  return invokeHandler(deps.logger, 'refresh', async (event: unknown, context: Context) => {
+  return invokeHandler(deps, 'refresh', async (event: unknown, context: Context) => {
     if (!isHttpEvent(event)) return force(v.objectPayload(event, ['connectionId']).connectionId, context);
     // HTTP route: typed errors become JSON with a status; the error types are the same as for invoke.
     try {

@@ -13,15 +13,18 @@ import * as v from './lib/validate.ts';
 const ANSWER_MARGIN_MS = 1_000;
 
 export const createHandler = (deps: Deps) =>
-  invokeHandler(deps.logger, 'token-fetch', async (event: unknown, context: Context) => {
+  invokeHandler(deps, 'token-fetch', async (event: unknown, context: Context) => {
     const payload = v.objectPayload(event, ['connectionId', 'minValiditySeconds', 'forceRefresh']);
     const remaining = context.getRemainingTimeInMillis?.();
-    return fetchToken(deps, {
+    const started = deps.now();
+    const answer = await fetchToken(deps, {
       connectionId: v.connectionId(payload.connectionId),
       minValiditySeconds: v.integer(payload.minValiditySeconds, 'minValiditySeconds', 300, 0, 86_400),
       forceRefresh: v.boolean(payload.forceRefresh, 'forceRefresh', false),
       ...(remaining ? { deadline: deps.now() + remaining - ANSWER_MARGIN_MS } : {}),
     });
+    deps.metrics.milliseconds('TokenFetchLatency', deps.now() - started);
+    return answer;
   });
 
 export const handler = lambdaHandler(createHandler);

@@ -267,6 +267,7 @@ async function finishAuthorization(
     refreshFailures: 0,
     ...dueSlot(deps.config, ids.connectionId, { expiresAt, refreshable: Boolean(token.refresh_token), now }),
   });
+  deps.metrics.count(created ? 'ConnectionsCreated' : 'ConnectionsReconnected');
   await deps.events.publish({
     type: created ? 'connection.created' : 'connection.reconnected',
     detail: { ...ids, at: new Date(now).toISOString() },

@@ -10,6 +10,7 @@ import { type Config, type Env, loadConfig } from './config.ts';
 import { Envelope, type KeyProvider, KmsKeyProvider, LocalKeyProvider } from './envelope.ts';
 import { type EventPublisher, MemoryEventLog, createEventBridgePublisher } from './events.ts';
 import { createLogger } from './logger.ts';
+import { type BrokerMetrics, createMetrics } from './metrics.ts';
 import { OAuthClient } from './oauth.ts';
 import { ProviderHttp } from './provider-http.ts';
 import { ConfiguredClientSecrets } from './secrets.ts';
@@ -22,6 +23,7 @@ export interface Deps {
   oauth: OAuthClient;
   events: EventPublisher;
   logger: Logger;
+  metrics: BrokerMetrics;
   now: () => number;
   sleep: (ms: number) => Promise<void>;
 }
@@ -32,6 +34,7 @@ export interface DepsOverrides {
   fetch?: typeof fetch;
   events?: EventPublisher;
   logger?: Logger;
+  metrics?: BrokerMetrics;
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
 }
@@ -63,6 +66,7 @@ export function createDeps(env: Env, overrides: DepsOverrides = {}): Deps {
       overrides.events ??
       (config.eventBusName ? createEventBridgePublisher(config.eventBusName, logger) : new MemoryEventLog()),
     logger,
+    metrics: overrides.metrics ?? createMetrics(env),
     now,
     sleep,
   };

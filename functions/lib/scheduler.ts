@@ -130,6 +130,11 @@ export async function runScheduledRefresh(
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, ids.length) }, worker));
+  deps.metrics.count('ScheduledRunDue', summary.due);
+  deps.metrics.count('ScheduledRunRefreshed', summary.refreshed);
+  deps.metrics.count('ScheduledRunFailed', summary.failed);
+  deps.metrics.count('ScheduledRunNeedsReauth', summary.needsReauth);
+  deps.metrics.count('ScheduledRunDeferred', summary.deferred);
   deps.logger.info('scheduled refresh run', { ...summary });
   return summary;
 }

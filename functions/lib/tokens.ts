@@ -233,6 +233,7 @@ async function refreshHoldingLease(
   };
   const stored = await storeRefreshResult(deps, held, owner, fields);
   if (held.refreshFailures > 0) await publish(deps, 'connection.recovered', stored);
+  deps.metrics.count('TokensRefreshed');
   deps.logger.info('token refreshed', { connectionId: held.connectionId, provider: held.provider });
   return stored;
 }
@@ -279,6 +280,7 @@ async function storeRefreshResult(
       await deps.sleep(100 * 2 ** attempt);
     }
   }
+  deps.metrics.count('RefreshResultsLost');
   deps.logger.error(
     'REFRESHED TOKENS NOT STORED: the CRM rotated the grant but the store write kept failing',
     {
@@ -313,6 +315,7 @@ async function markNeedsReauth(
     { expectedVersion: held.version, leaseOwner: owner },
   );
   if (updated) {
+    deps.metrics.count('ConnectionsNeedingReauth');
     await publish(deps, 'connection.needs_reauth', updated, reason);
     deps.logger.warn('connection needs re-authorization', { connectionId: held.connectionId, reason });
   }
@@ -339,6 +342,7 @@ async function recordTransientFailure(deps: Deps, held: ConnectionRecord, owner:
       deps.logger.warn('could not record refresh failure', errorFields(err));
       return undefined;
     });
+  deps.metrics.count('RefreshFailures');
   deps.logger.warn('refresh failed, will retry later', { connectionId: held.connectionId, failures });
   if (updated) await publish(deps, 'connection.refresh_failed', updated, 'provider_unavailable');
 }
