@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { redirectUri } from './config.ts';
 import { ProviderUnavailable, FlowError } from './errors.ts';
 import type { Deps } from './deps.ts';
-import { isRandomToken, pkceChallenge, randomToken, sha256Hex } from './crypto.ts';
+import { isRandomToken, pkceChallenge, randomToken, safeEqual, sha256Hex } from './crypto.ts';
 import { errorFields } from './logger.ts';
 import { TokenEndpointRejected, buildAuthorizationUrl } from './oauth.ts';
 import type { ProviderId, TokenResponse } from './providers.ts';
@@ -151,6 +151,11 @@ export async function completeAuthorization(
       'invalid_state',
       'This sign-in answer has expired, was already used, or is not yours.',
     );
+  }
+  // Belt and braces: the delete's condition already checked these; a store adapter that ever ignored
+  // conditions must still not let another browser finish this flow (constant-time compare, row 16).
+  if (!safeEqual(state.cookieHash, sha256Hex(cookieValue)) || state.provider !== provider) {
+    throw new FlowError(400, 'invalid_state', 'This sign-in answer is not yours.');
   }
   const returnTo = state.returnTo;
   try {
