@@ -119,7 +119,8 @@ ${buttons}
 <table><thead><tr><th>CRM</th><th>Account</th><th>Owner</th><th>Status</th><th>Expires</th><th>Last refreshed</th><th>Last error</th><th></th></tr></thead>
 <tbody>${rows || '<tr><td colspan="8">No connections yet.</td></tr>'}</tbody></table>
 <h2>Events</h2><ul>${events || '<li>None yet.</li>'}</ul>
-<p><a href="/">Reload</a></p>`,
+<p><a href="/">Reload</a> · <a href="/sandbox/">Sandbox CRMs</a></p>`,
+    { wide: true },
   );
 }
 
@@ -132,9 +133,12 @@ export function homeRoutes(h: HomeDeps) {
       return true;
     }
     if (!url.pathname.startsWith('/demo/') || method !== 'POST') return false;
-    // Same-origin forms only: this page acts for the demo owner.
+    // Same-origin forms only: this page acts for the demo owner. Browsers say so in Sec-Fetch-Site
+    // (the Origin header is `null` here, since every page is served with Referrer-Policy: no-referrer).
+    const site = req.headers['sec-fetch-site'];
     const origin = req.headers.origin;
-    if (origin && origin !== new URL(h.baseUrl).origin && origin !== `http://${req.headers.host}`) {
+    const foreignOrigin = origin && origin !== 'null' && origin !== new URL(h.baseUrl).origin;
+    if ((site && site !== 'same-origin') || foreignOrigin) {
       res.writeHead(403).end('Cross-origin request refused');
       return true;
     }

@@ -2,8 +2,6 @@
 import { startLocalServer } from './server.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-// EMF metrics are for CloudWatch; locally they would only clutter the console.
-process.env.POWERTOOLS_METRICS_DISABLED ??= 'true';
 
 const lifetime = Number(process.env.SANDBOX_TOKEN_LIFETIME_SECONDS) || undefined;
 const server = await startLocalServer(lifetime ? { sandboxTokenLifetimeSeconds: lifetime } : {});

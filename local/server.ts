@@ -105,6 +105,8 @@ function lambdaError(res: ServerResponse, status: number, type: string, message:
 
 export async function startLocalServer(options: LocalServerOptions = {}): Promise<LocalServer> {
   const env = { ...(options.env ?? process.env) };
+  // EMF metrics are for CloudWatch; locally they would only clutter the console.
+  process.env.POWERTOOLS_METRICS_DISABLED ??= 'true';
   const dataDir = options.dataDir === undefined ? '.data' : options.dataDir;
   if (dataDir !== null) mkdirSync(dataDir, { recursive: true });
 
@@ -175,7 +177,11 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
     const events = new MemoryEventLog();
     const deps = createDeps(env, { events, ...options.overrides, dynamo });
     const handlers = Object.fromEntries(
-      functionNames.map((name) => [name, handlerFactories[name](deps)]),
+      // A logger of its own per function, as each Lambda has: concurrent local invocations don't mix their keys.
+      functionNames.map((name) => [
+        name,
+        handlerFactories[name]({ ...deps, logger: deps.logger.createChild() }),
+      ]),
     ) as Record<FunctionName, AnyHandler>;
 
     const invoke = async (name: FunctionName, payload: unknown) =>
