@@ -18,16 +18,7 @@ let broker: TestBroker;
 
 beforeAll(async () => {
   [ddb, kms] = await Promise.all([startDynamoDbLocal(), startKmsDouble()]);
-  broker = await startTestBroker({
-    env: {
-      AWS_ENDPOINT_URL_DYNAMODB: ddb.endpoint,
-      KMS_KEY_ID: kms.keyId,
-      AWS_ENDPOINT_URL_KMS: kms.endpoint,
-      AWS_REGION: 'us-east-1',
-      AWS_ACCESS_KEY_ID: 'local',
-      AWS_SECRET_ACCESS_KEY: 'local',
-    },
-  });
+  broker = await startTestBroker({ env: coldEnv() });
 }, 120_000);
 afterAll(async () => {
   await broker?.close();
