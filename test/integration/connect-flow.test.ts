@@ -71,6 +71,30 @@ describe.each([
   });
 });
 
+describe('deleting a connection', () => {
+  it('revokes at the CRM where it can, removes the tokens, and then the connection is gone', async () => {
+    const { connectionId } = await connect('close', { ownerId: 'owner-delete' });
+    const revokes = broker.server.sandbox.calls().close?.revoke ?? 0;
+    const out = await broker.invoke('connections', { action: 'delete', connectionId });
+    expect(out).toEqual({ ok: true, value: { connectionId, deleted: true } });
+    expect(broker.server.sandbox.calls().close?.revoke).toBe(revokes + 1);
+    expect(await broker.invoke('connections', { action: 'get', connectionId })).toMatchObject({
+      ok: false,
+      errorType: 'ConnectionNotFound',
+    });
+    expect(await broker.invoke('token-fetch', { connectionId })).toMatchObject({
+      ok: false,
+      errorType: 'ConnectionNotFound',
+    });
+    expect(await broker.invoke('connections', { action: 'delete', connectionId })).toMatchObject({
+      ok: false,
+      errorType: 'ConnectionNotFound',
+    });
+    expect((await broker.scan()).some((i) => i.connectionId === connectionId)).toBe(false);
+    expect(broker.server.events.events.map((e) => e.type)).toContain('connection.deleted');
+  });
+});
+
 describe('stored items', () => {
   it('hold no token in plaintext, for any CRM', async () => {
     const items = await broker.scan();
