@@ -36,6 +36,16 @@ export default defineConfig({
           hookTimeout: 180_000,
         },
       },
+      {
+        test: {
+          // Headless Chromium (apt-get install chromium) clicking through the demo page and sandboxes.
+          name: 'e2e',
+          include: ['test/e2e/**/*.test.ts'],
+          env,
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      },
     ],
   },
 });

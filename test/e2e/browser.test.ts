@@ -1,0 +1,389 @@
+/**
+ * The demo page and the connect flow in a real browser (headless Chromium),
+ * clicked through as a person would: `/` -> "Connect <CRM>" -> the sandbox
+ * CRM's consent page -> Allow / Deny -> back on `/`.
+ *
+ * The Copper tests also prove security.md row 2 in a browser: Copper answers
+ * with an auto-submitted form POST, and when that POST is cross-site Chromium
+ * does not send the broker's `SameSite=Lax` flow cookie; the broker's bounce
+ * page ("Finishing the connection") re-posts it same-origin, with the cookie.
+ *
+ * Screenshots of the key pages land in `test-results/screenshots/`.
+ */
+import type { Browser, BrowserContext, BrowserContextOptions, Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { FLOW_COOKIE } from '../../functions/lib/http.ts';
+import { crms } from '../../local/sandbox/crms.ts';
+import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
+import {
+  type AppServer,
+  type SentRequest,
+  captureResponses,
+  freePort,
+  launchChromium,
+  recordRequests,
+  screenshot,
+  sentCookie,
+  startAppServer,
+} from './chromium.ts';
+
+type ProviderId = 'copper' | 'capsule' | 'close';
+interface Provider {
+  id: ProviderId;
+  name: string;
+}
+const PROVIDERS: Provider[] = [
+  { id: 'copper', name: 'Copper' },
+  { id: 'capsule', name: 'Capsule CRM' },
+  { id: 'close', name: 'Close' },
+];
+const COPPER = PROVIDERS[0] as Provider;
+const CLOSE = PROVIDERS[2] as Provider;
+const [ACME, GLOBEX] = crms.close.organizations ?? [];
+
+let browser: Browser;
+let broker: TestBroker;
+/** The broker's public origin, `http://localhost:PORT`: the `__Host-` cookie and same-origin checks need it. */
+let base: string;
+const contexts: BrowserContext[] = [];
+/** Script errors and console errors (a CSP violation shows up as one) on any page, checked after each test. */
+const pageProblems: string[] = [];
+
+beforeAll(async () => {
+  browser = await launchChromium(); // first: without Chromium, fail before starting anything else
+  broker = await startTestBroker();
+  base = broker.server.deps.config.publicBaseUrl;
+  expect(base).toMatch(/^http:\/\/localhost:\d+$/);
+});
+afterAll(async () => {
+  await browser?.close();
+  await broker?.close();
+});
+afterEach(async () => {
+  await Promise.all(contexts.splice(0).map((c) => c.close()));
+  expect(pageProblems.splice(0)).toEqual([]);
+});
+
+/** A fresh browser context (own cookies) and page; script and console errors fail the test. */
+async function newPage(options: BrowserContextOptions = {}): Promise<Page> {
+  const context = await browser.newContext(options);
+  contexts.push(context);
+  context.setDefaultTimeout(15_000);
+  const page = await context.newPage();
+  page.on('pageerror', (err) => pageProblems.push(`${page.url()}: ${err.message}`));
+  page.on('console', (msg) => {
+    // "Failed to load resource" is any 4xx, e.g. a favicon or an error page asked for on purpose;
+    // the tests check statuses themselves. Everything else (CSP violations above all) is a problem.
+    if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource')) {
+      pageProblems.push(`${page.url()}: console: ${msg.text()}`);
+    }
+  });
+  return page;
+}
+
+const connectionRows = (page: Page, provider?: ProviderId) =>
+  page.locator(provider ? `tr[data-connection-id][data-provider="${provider}"]` : 'tr[data-connection-id]');
+
+/** Connection items in the store (not from the page), to be sure nothing was written behind its back. */
+const storedConnections = async (b: TestBroker) =>
+  (await b.scan()).filter((item) => String(item.pk).startsWith('CONN#'));
+
+/**
+ * Opens `/` at `origin`, clicks "Connect <CRM>" and waits for the sandbox consent page, which must be
+ * served at `consentOrigin` (default: the broker's own origin).
+ */
+async function openConsent(page: Page, origin: string, provider: Provider, consentOrigin = origin) {
+  await page.goto(`${origin}/`);
+  await page.getByRole('button', { name: `Connect ${provider.name}`, exact: true }).click();
+  await page.getByRole('heading', { name: `Authorize ${crms[provider.id].client.appName}` }).waitFor();
+  const url = new URL(page.url());
+  expect(url.origin).toBe(consentOrigin);
+  expect(url.pathname).toBe(`/sandbox${crms[provider.id].paths.authorize}`);
+  expect(await page.getByRole('note').textContent()).toContain(`Sandbox ${provider.name}:`);
+}
+
+/** Clicks Allow or Deny on the consent page and waits until the browser is back on `/` with an outcome. */
+async function decide(page: Page, decision: 'Allow' | 'Deny'): Promise<URL> {
+  await page.getByRole('button', { name: decision, exact: true }).click();
+  await page.waitForURL((u) => u.pathname === '/' && u.searchParams.has('status'));
+  return new URL(page.url());
+}
+
+/** On `/` after a successful flow: the "Connected" banner names the connection, whose row is active. */
+async function expectConnected(page: Page, final: URL, provider: Provider) {
+  expect(final.searchParams.get('status')).toBe('connected');
+  // No code, state or token in the final URL.
+  expect([...final.searchParams.keys()].sort()).toEqual(['connection_id', 'status']);
+  const connectionId = final.searchParams.get('connection_id') as string;
+  expect(connectionId).toMatch(/^conn_[0-9a-f]{32}$/);
+  const banner = page.getByRole('status').filter({ hasText: 'Connected:' });
+  expect(await banner.locator('code').textContent()).toBe(connectionId);
+  const row = page.locator(`tr[data-connection-id="${connectionId}"]`);
+  expect(await row.count()).toBe(1);
+  expect(await row.getAttribute('data-provider')).toBe(provider.id);
+  expect((await row.locator('td.status').textContent())?.trim()).toBe('active');
+  return { connectionId, row };
+}
+
+describe('connect through the consent page', () => {
+  it.each(PROVIDERS)('connects $name: consent, Allow, back on / with an active connection', async (p) => {
+    const page = await newPage();
+    const requests = recordRequests(page);
+
+    await page.goto(`${base}/`);
+    if (p.id === 'copper') await screenshot(page, 'home-before');
+    await openConsent(page, base, p);
+    if (p.id === 'close') {
+      // Close lets the person pick the organization: take the second one, not the preselected default.
+      await page.getByRole('radio', { name: GLOBEX?.name }).check();
+    }
+    await screenshot(page, `consent-${p.id}`);
+
+    const final = await decide(page, 'Allow');
+    const { row } = await expectConnected(page, final, p);
+    if (p.id === 'close') expect(await row.textContent()).toContain(GLOBEX?.name);
+    await screenshot(page, `home-connected-${p.id}`);
+
+    const callbacks = (await requests.settled()).filter((r) => r.url.pathname === `/callback/${p.id}`);
+    if (p.id === 'copper') {
+      // Copper came back with a real form POST navigation carrying code and state, as the CRM does it
+      // (here the sandbox is same-origin, so no bounce is needed; the cross-site case is tested below).
+      expect(callbacks.length).toBeGreaterThanOrEqual(1);
+      for (const post of callbacks) {
+        expect(post.method).toBe('POST');
+        expect(post.navigation).toBe(true);
+        expect(post.headers['content-type']).toBe('application/x-www-form-urlencoded');
+        expect(post.postData?.get('code')).toBeTruthy();
+        expect(post.postData?.get('state')).toBeTruthy();
+      }
+      const last = callbacks.at(-1) as SentRequest;
+      expect(last.status).toBe(302);
+      expect(sentCookie(last, FLOW_COOKIE)).toBe(true);
+    } else {
+      // Capsule and Close redirect back with a GET.
+      expect(callbacks.map((r) => [r.method, r.status])).toEqual([['GET', 302]]);
+    }
+  });
+});
+
+describe('Copper returning cross-site (sandbox on 127.0.0.1, broker on localhost)', () => {
+  // 127.0.0.1 and localhost are different sites: the sandbox's POST to localhost/callback/copper is
+  // cross-site, and Chromium leaves the SameSite=Lax flow cookie out of it. A stand-in for the
+  // customer's app runs on another localhost port (same site as the broker, another origin).
+  let crossBroker: TestBroker;
+  let crossBase: string;
+  let sandboxOrigin: string;
+  let app: AppServer;
+
+  beforeAll(async () => {
+    // The port must be known before the broker starts: it is part of the authorize URL we give it.
+    const port = await freePort();
+    crossBase = `http://localhost:${port}`;
+    sandboxOrigin = `http://127.0.0.1:${port}`;
+    app = await startAppServer();
+    crossBroker = await startTestBroker({
+      port,
+      env: {
+        PUBLIC_BASE_URL: crossBase,
+        COPPER_AUTHORIZE_URL: `${sandboxOrigin}/sandbox${crms.copper.paths.authorize}`,
+        RETURN_TO_ORIGINS: `${crossBase},${app.origin}`,
+      },
+    });
+    expect(crossBroker.server.deps.config.publicBaseUrl).toBe(crossBase);
+  });
+  afterAll(async () => {
+    await crossBroker?.close();
+    await app?.close();
+  });
+
+  /**
+   * Starts a Copper flow the way a product does it: the app gets a connect URL from `connect-session`
+   * and the person follows its "Connect Copper" link, landing on the sandbox consent page on 127.0.0.1.
+   */
+  async function startFromApp(page: Page, returnTo: string) {
+    const session = await crossBroker.invoke('connect-session', {
+      ownerId: 'demo-owner',
+      provider: 'copper',
+      returnTo,
+    });
+    expect(session.ok).toBe(true);
+    app.connectUrl = (session as { value: { connectUrl: string } }).value.connectUrl;
+    await page.goto(`${app.origin}/`);
+    await page.getByRole('link', { name: 'Connect Copper' }).click();
+    await page.getByRole('heading', { name: `Authorize ${crms.copper.client.appName}` }).waitFor();
+    expect(new URL(page.url()).origin).toBe(sandboxOrigin);
+  }
+
+  it('bounces the cookie-less cross-site POST through its own page and completes the connection', async () => {
+    const page = await newPage();
+    const requests = recordRequests(page);
+    const responses = await captureResponses(page, '*/callback/copper');
+    await startFromApp(page, `${crossBase}/`);
+    const final = await decide(page, 'Allow');
+    await expectConnected(page, final, COPPER);
+
+    const posts = (await requests.settled()).filter((r) => r.url.pathname === '/callback/copper');
+    expect(posts.map((r) => [r.method, r.url.origin, r.status])).toEqual([
+      ['POST', crossBase, 200],
+      ['POST', crossBase, 302],
+    ]);
+    const [crossSite, bounced] = posts as [SentRequest, SentRequest];
+    // 1. The sandbox's auto-submitted form: cross-site, so the browser sent no flow cookie;
+    //    the broker answered with its bounce page instead of failing or trusting the POST.
+    expect(crossSite.headers['sec-fetch-site']).toBe('cross-site');
+    expect(sentCookie(crossSite, FLOW_COOKIE)).toBe(false);
+    expect(crossSite.postData?.has('_bounced')).toBe(false);
+    expect(crossSite.responseHeaders['content-type']).toMatch(/^text\/html/);
+    expect(responses.map((r) => [r.url, r.status])).toEqual([[`${crossBase}/callback/copper`, 200]]);
+    expect(responses[0]?.body).toContain('<h1>Finishing the connection');
+    // 2. The bounce page's own auto-submitted re-post: same-origin, the cookie comes along, same fields.
+    expect(bounced.headers['sec-fetch-site']).toBe('same-origin');
+    expect(sentCookie(bounced, FLOW_COOKIE)).toBe(true);
+    expect(bounced.postData?.get('_bounced')).toBe('1');
+    expect(bounced.postData?.get('code')).toBe(crossSite.postData?.get('code'));
+    expect(bounced.postData?.get('state')).toBe(crossSite.postData?.get('state'));
+  });
+
+  it('shows "Finishing the connection" when scripts are off, and completes on Continue', async () => {
+    // Without JavaScript nothing auto-submits: the person clicks through both hand-over pages.
+    const page = await newPage({ javaScriptEnabled: false });
+    await startFromApp(page, `${crossBase}/`);
+    await page.getByRole('button', { name: 'Allow', exact: true }).click();
+
+    await page.getByRole('heading', { name: `Returning to ${crms.copper.client.appName}` }).waitFor();
+    expect(new URL(page.url()).origin).toBe(sandboxOrigin);
+    await screenshot(page, 'copper-form-post');
+    await page.getByRole('button', { name: `Continue to ${new URL(crossBase).host}` }).click();
+
+    await page.getByRole('heading', { name: /^Finishing the connection/ }).waitFor();
+    expect(page.url()).toBe(`${crossBase}/callback/copper`);
+    await screenshot(page, 'copper-bounce');
+    await page.getByRole('button', { name: 'Continue', exact: true }).click();
+
+    await page.waitForURL((u) => u.pathname === '/' && u.searchParams.has('status'));
+    await expectConnected(page, new URL(page.url()), COPPER);
+  });
+
+  /** Resolves with the first CSP violation Chromium reports on the page. */
+  const cspViolation = (page: Page) =>
+    page
+      .waitForEvent('console', {
+        predicate: (m) => m.type() === 'error' && m.text().includes('Content Security Policy'),
+        timeout: 10_000,
+      })
+      .then((m) => m.text());
+  /** The violation was expected: it is this test's finding, not a problem to report after it. */
+  const acknowledge = (text: string) => {
+    const i = pageProblems.findIndex((p) => p.includes(text));
+    expect(i).toBeGreaterThanOrEqual(0);
+    pageProblems.splice(i, 1);
+  };
+
+  // KNOWN BUG (functions/callback.ts): the bounce page is served with the default CSP
+  // `form-action 'self'`, and Chromium applies form-action to the redirects that follow a form
+  // submission. The re-post's answer is a 302 to returnTo, which in a real deployment is the customer's
+  // app on another origin: Chromium blocks it. The code was exchanged and the connection stored, but
+  // the person is stuck on "Finishing the connection". Fix: serve the bounce page with
+  // `formAction: "'self' <every RETURN_TO_ORIGINS origin>"`. When fixed, this test fails: then
+  // assert the happy path instead (back on `${app.origin}/done?status=connected&connection_id=...`).
+  it('KNOWN BUG: after the bounce, Chromium blocks the redirect to a returnTo on another origin', async () => {
+    const page = await newPage();
+    await startFromApp(page, `${app.origin}/done`);
+    const exchangesBefore = crossBroker.server.sandbox.calls().copper?.['token:authorization_code'] ?? 0;
+    const eventsBefore = crossBroker.server.events.events.length;
+    const violation = cspViolation(page);
+    await page.getByRole('button', { name: 'Allow', exact: true }).click();
+
+    const text = await violation;
+    expect(text).toContain(`Sending form data to '${crossBase}/callback/copper'`);
+    expect(text).toContain(`"form-action 'self'"`);
+    acknowledge(text);
+    await page.getByRole('heading', { name: /^Finishing the connection/ }).waitFor();
+    expect(page.url()).toBe(`${crossBase}/callback/copper`);
+    await screenshot(page, 'known-bug-bounce-stuck');
+    // The broker did finish its side: the code was exchanged and the connection stored (reconnected:
+    // the same sandbox account was connected above). Only the way back to the app is broken.
+    expect(crossBroker.server.sandbox.calls().copper?.['token:authorization_code']).toBe(exchangesBefore + 1);
+    expect(crossBroker.server.events.events.slice(eventsBefore).map((e) => e.type)).toEqual([
+      'connection.reconnected',
+    ]);
+  });
+
+  // KNOWN BUG (local/home.ts): the demo page's CSP `form-action 'self'` also covers the redirects after
+  // its "Connect <CRM>" form: /demo/connect -> /connect/copper -> the CRM's authorize URL. With a CRM on
+  // another origin (any real CRM, i.e. `npm start` with <P>_CLIENT_ID set) Chromium blocks the last hop
+  // and the button does nothing. Fix: serve `/` with `formAction: "'self' <origin of each configured
+  // provider's authorizeUrl>"` (or make the buttons plain links to a GET route). When fixed, this test
+  // fails: then start the cross-site tests above from the demo page's button instead.
+  it('KNOWN BUG: the demo page cannot start a flow with a CRM on another origin', async () => {
+    const page = await newPage();
+    await page.goto(`${crossBase}/`);
+    const violation = cspViolation(page);
+    await page.getByRole('button', { name: 'Connect Copper', exact: true }).click();
+
+    const text = await violation;
+    expect(text).toContain(`Sending form data to '${crossBase}/demo/connect'`);
+    expect(text).toContain(`"form-action 'self'"`);
+    acknowledge(text);
+    expect(new URL(page.url()).origin).toBe(crossBase);
+  });
+});
+
+describe('declined consent', () => {
+  it.each(PROVIDERS)('Deny at $name: back on / with access_denied, no connection added', async (p) => {
+    const page = await newPage();
+    await page.goto(`${base}/`);
+    const rowsBefore = await connectionRows(page).count();
+    const storedBefore = (await storedConnections(broker)).length;
+
+    await openConsent(page, base, p);
+    const final = await decide(page, 'Deny');
+
+    expect(final.searchParams.get('status')).toBe('error');
+    expect(final.searchParams.get('error')).toBe('access_denied');
+    expect(final.searchParams.has('connection_id')).toBe(false);
+    const alert = page.getByRole('alert');
+    expect(await alert.textContent()).toContain('The connection failed');
+    expect(await alert.locator('code').textContent()).toBe('access_denied');
+    expect(await page.getByRole('status').filter({ hasText: 'Connected:' }).count()).toBe(0);
+    expect(await connectionRows(page).count()).toBe(rowsBefore);
+    expect(await storedConnections(broker)).toHaveLength(storedBefore);
+    // The three error pages are identical (pixel for pixel): keep one.
+    if (p.id === 'copper') await screenshot(page, 'home-error-access-denied');
+  });
+
+  it('shows the broker error page for a callback with an unknown state', async () => {
+    const page = await newPage();
+    const response = await page.goto(`${base}/callback/close?state=${'A'.repeat(43)}&code=nope`);
+    expect(response?.status()).toBe(400);
+    await page.getByRole('heading', { name: 'The CRM connection did not complete' }).waitFor();
+    await screenshot(page, 'broker-error');
+  });
+});
+
+describe('managing a connection from /', () => {
+  it('refreshes a Close connection (notice shown) and deletes it (row gone)', async () => {
+    const page = await newPage();
+    await openConsent(page, base, CLOSE);
+    await page.getByRole('radio', { name: ACME?.name }).check();
+    const { connectionId, row } = await expectConnected(page, await decide(page, 'Allow'), CLOSE);
+    const refreshCalls = () => broker.server.sandbox.calls().close?.['token:refresh_token'] ?? 0;
+    const refreshesBefore = refreshCalls();
+
+    await row.getByRole('button', { name: 'Refresh', exact: true }).click();
+    await page.waitForURL((u) => u.searchParams.get('notice')?.startsWith('Refreshed') ?? false);
+    const refreshed = page.getByRole('status').filter({ hasText: 'Refreshed' });
+    expect(await refreshed.textContent()).toMatch(/^Refreshed; the token now expires \d{4}-\d\d-\d\dT/);
+    expect(refreshCalls()).toBe(refreshesBefore + 1);
+    expect((await row.locator('td.status').textContent())?.trim()).toBe('active');
+    await screenshot(page, 'home-refreshed');
+
+    await row.getByRole('button', { name: 'Delete', exact: true }).click();
+    await page.waitForURL((u) => u.searchParams.get('notice') === 'Connection deleted.');
+    expect(await page.getByRole('status').filter({ hasText: 'Connection deleted.' }).count()).toBe(1);
+    expect(await page.locator(`tr[data-connection-id="${connectionId}"]`).count()).toBe(0);
+    const get = await broker.invoke('connections', { action: 'get', connectionId });
+    expect(get).toMatchObject({ ok: false, errorType: 'ConnectionNotFound' });
+    await screenshot(page, 'home-deleted');
+  });
+});
