@@ -45,7 +45,11 @@ export const createHandler = (deps: Deps) =>
 
     const cookie = readCookie(event, FLOW_COOKIE);
     if (method === 'POST' && cookie === undefined && raw[BOUNCED] === undefined) {
-      return bouncePage(`${deps.config.publicBaseUrl}/callback/${provider}`, params);
+      return bouncePage(
+        `${deps.config.publicBaseUrl}/callback/${provider}`,
+        params,
+        deps.config.returnToOrigins,
+      );
     }
 
     const outcome = await completeAuthorization(deps, provider, params, cookie);
@@ -63,18 +67,22 @@ export const createHandler = (deps: Deps) =>
     );
   });
 
-/** Re-submits the CRM's form answer to ourselves, same-site, so the Lax cookie is sent. */
-function bouncePage(action: string, params: CallbackParams) {
+/**
+ * Re-submits the CRM's form answer to ourselves, same-site, so the Lax cookie is sent. Browsers apply
+ * the page's `form-action` to the redirects that follow the submission too, so it names every
+ * `returnTo` origin the answer may redirect to.
+ */
+function bouncePage(action: string, params: CallbackParams, returnToOrigins: ReadonlySet<string>) {
   const inputs = Object.entries(params)
     .map(([name, value]) => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`)
     .join('');
   return htmlPage(
     200,
-    'Finishing connection',
-    `<h1>Finishing the connection…</h1>
+    'Finishing the connection',
+    `<h1>Finishing the connection…</h1><p>If nothing happens, continue by hand:</p>
 <form method="post" action="${escapeHtml(action)}">${inputs}<input type="hidden" name="${BOUNCED}" value="1">
 <button type="submit">Continue</button></form>`,
-    { script: 'document.forms[0].submit();' },
+    { script: 'document.forms[0].submit();', formAction: ["'self'", ...returnToOrigins].join(' ') },
   );
 }
 

@@ -75,7 +75,7 @@ async function renderHome(h: HomeDeps, url: URL) {
     status === 'connected'
       ? `<p class="ok" role="status">Connected: <code>${escapeHtml(url.searchParams.get('connection_id') ?? '')}</code></p>`
       : status === 'error'
-        ? `<p class="err" role="alert">The connection failed: <code>${escapeHtml(url.searchParams.get('error') ?? 'unknown')}</code></p>`
+        ? `<p class="err" role="alert">The connection failed: the CRM or the broker refused it. Error code: <code>${escapeHtml(url.searchParams.get('error') ?? 'unknown')}</code></p>`
         : '';
   const notice = url.searchParams.get('notice');
   const buttons = (['copper', 'capsule', 'close'] as const)
@@ -93,10 +93,10 @@ async function renderHome(h: HomeDeps, url: URL) {
         c,
       ) => `<tr data-connection-id="${escapeHtml(c.connectionId)}" data-provider="${escapeHtml(c.provider)}">
 <td>${escapeHtml(h.deps.config.providers[c.provider].displayName)}</td>
-<td>${escapeHtml(c.account.name ?? c.account.id)}<br><small>${escapeHtml(c.account.userEmail ?? '')}</small></td>
+<td class="wrap">${escapeHtml(c.account.name ?? c.account.id)}<br><small>${escapeHtml(c.account.userEmail ?? '')}</small></td>
 <td>${escapeHtml(c.ownerId)}</td>
 <td class="status ${c.status === 'active' ? 'ok' : 'err'}">${escapeHtml(c.status)}</td>
-<td>${fmt(c.expiresAt)}</td><td>${fmt(c.lastRefreshedAt)}</td><td>${escapeHtml(c.lastError ?? '')}</td>
+<td>${c.expiresAt ? fmt(c.expiresAt) : 'never'}</td><td>${fmt(c.lastRefreshedAt)}</td><td>${escapeHtml(c.lastError ?? '')}</td>
 <td><form method="post" action="/demo/refresh"><input type="hidden" name="connectionId" value="${escapeHtml(c.connectionId)}"><button type="submit">Refresh</button></form>
 <form method="post" action="/demo/delete"><input type="hidden" name="connectionId" value="${escapeHtml(c.connectionId)}"><button type="submit">Delete</button></form></td></tr>`,
     )
@@ -120,7 +120,18 @@ ${buttons}
 <tbody>${rows || '<tr><td colspan="8">No connections yet.</td></tr>'}</tbody></table>
 <h2>Events</h2><ul>${events || '<li>None yet.</li>'}</ul>
 <p><a href="/">Reload</a> · <a href="/sandbox/">Sandbox CRMs</a></p>`,
-    { wide: true },
+    {
+      wide: true,
+      // The Connect forms redirect on to each CRM's authorize page; form-action covers those redirects.
+      formAction: [
+        "'self'",
+        ...new Set(
+          (Object.keys(h.deps.config.clients) as ProviderId[]).map(
+            (p) => new URL(h.deps.config.providers[p].authorizeUrl).origin,
+          ),
+        ),
+      ].join(' '),
+    },
   );
 }
 
@@ -158,7 +169,11 @@ export function homeRoutes(h: HomeDeps) {
         const out = (await h.invoke('refresh', { connectionId: form.get('connectionId') })) as {
           expiresAt: string;
         };
-        back(`Refreshed; the token now expires ${out.expiresAt ?? 'never'}.`);
+        back(
+          out.expiresAt
+            ? `Refreshed; the token now expires ${fmt(out.expiresAt)}.`
+            : 'Verified with the CRM; the token does not expire.',
+        );
       } else if (url.pathname === '/demo/delete') {
         await h.invoke('connections', { action: 'delete', connectionId: form.get('connectionId') });
         back('Connection deleted.');

@@ -261,6 +261,10 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
       }
 
       if (await home(req, res, url)) return;
+      if (url.pathname === '/favicon.ico') {
+        res.writeHead(204, { 'Cache-Control': 'max-age=86400' }).end();
+        return;
+      }
       res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store' });
       res.end('Not found');
     };

@@ -118,7 +118,8 @@ export function htmlPage(
 <style nonce="${nonce}">body{font:16px/1.5 system-ui,sans-serif;max-width:${options.wide ? '72rem' : '40rem'};margin:3rem auto;padding:0 1rem;color:#1d2430}
 h1{font-size:1.5rem}.ok{color:#0a7a3d}.err{color:#b42318}code{background:#f2f4f7;padding:.1rem .3rem;border-radius:3px}
 button{font:inherit;padding:.5rem 1rem}table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid #e4e7ec;vertical-align:top}td form{display:inline}</style></head>
+th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid #e4e7ec;vertical-align:top;white-space:nowrap}
+td.wrap{white-space:normal}td form{display:inline}</style></head>
 <body>${bodyHtml}${options.script ? `<script nonce="${nonce}">${options.script}</script>` : ''}</body></html>`;
   return {
     statusCode,
