@@ -71,6 +71,33 @@ describe.each([
   });
 });
 
+describe('POST /connections/{connectionId}/refresh', () => {
+  it('forces a refresh and answers the new expiry, never the token', async () => {
+    const { connectionId } = await connect('close', { ownerId: 'owner-http-refresh' });
+    const before = await broker.invoke('token-fetch', { connectionId });
+    const res = await fetch(`${broker.server.url}/connections/${connectionId}/refresh`, { method: 'POST' });
+    expect(res.status).toBe(200);
+    const body = await res.json();
+    expect(Object.keys(body).sort()).toEqual(['connectionId', 'expiresAt']);
+    expect(body.connectionId).toBe(connectionId);
+    expect(Date.parse(body.expiresAt)).toBeGreaterThan(Date.now());
+    const after = await broker.invoke('token-fetch', { connectionId });
+    expect((after as any).value.accessToken).not.toBe((before as any).value.accessToken);
+    expect(JSON.stringify(body)).not.toContain((after as any).value.accessToken);
+  });
+
+  it('answers typed errors as JSON with a status', async () => {
+    const missing = await fetch(`${broker.server.url}/connections/conn_${'0'.repeat(32)}/refresh`, {
+      method: 'POST',
+    });
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toMatchObject({ errorType: 'ConnectionNotFound' });
+    const bad = await fetch(`${broker.server.url}/connections/nope/refresh`, { method: 'POST' });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ errorType: 'InvalidRequest' });
+  });
+});
+
 describe('deleting a connection', () => {
   it('revokes at the CRM where it can, removes the tokens, and then the connection is gone', async () => {
     const { connectionId } = await connect('close', { ownerId: 'owner-delete' });
