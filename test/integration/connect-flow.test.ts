@@ -77,7 +77,7 @@ describe('POST /connections/{connectionId}/refresh', () => {
     const before = await broker.invoke('token-fetch', { connectionId });
     const res = await fetch(`${broker.server.url}/connections/${connectionId}/refresh`, { method: 'POST' });
     expect(res.status).toBe(200);
-    const body = await res.json();
+    const body = (await res.json()) as Record<string, any>;
     expect(Object.keys(body).sort()).toEqual(['connectionId', 'expiresAt']);
     expect(body.connectionId).toBe(connectionId);
     expect(Date.parse(body.expiresAt)).toBeGreaterThan(Date.now());
