@@ -249,7 +249,9 @@ export class Store {
       }),
     );
     const connection = toConnection(unmarshall(out.Attributes ?? {}));
-    return { created: connection.version === 1, connection };
+    // Not `version === 1`: an SDK retry of a write that landed bumps the version again, but it resends
+    // the same `updatedAt`, so a first write is still recognised by `createdAt === updatedAt`.
+    return { created: connection.createdAt === connection.updatedAt, connection };
   }
 
   /**
@@ -311,8 +313,9 @@ export class Store {
           TableName: this.tableName,
           Key: marshall(keys.connection(connectionId)),
           UpdateExpression: 'SET leaseOwner = :owner, leaseUntil = :until',
+          // `leaseOwner = :owner` lets an SDK retry of a lease that landed (its answer lost) succeed.
           ConditionExpression:
-            'attribute_exists(pk) AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)',
+            'attribute_exists(pk) AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now OR leaseOwner = :owner)',
           ExpressionAttributeValues: marshall({ ':owner': owner, ':until': now + leaseMs, ':now': now }),
           ReturnValues: 'ALL_NEW',
         }),
