@@ -16,7 +16,7 @@ export interface ScheduledRunOptions {
   concurrency?: number;
   /** Most due connections read in one run. */
   maxConnections?: number;
-  /** Largest random delay before each refresh, spreading calls to a CRM. */
+  /** Largest random delay before each worker starts, spreading calls to a CRM. */
   jitterMs?: number;
 }
 
@@ -32,7 +32,10 @@ export interface ScheduledRunSummary {
   deferred: number;
 }
 
-/** Connection ids due now, read shard by shard from the due-time index. */
+/**
+ * Connection ids due now, read from the due-time index: every shard in parallel for its share of
+ * `limit`, then shards with more due top up whatever share the others did not use.
+ */
 export async function findDueConnections(
   db: DynamoDBClient,
   tableName: string,
@@ -41,35 +44,39 @@ export async function findDueConnections(
 ): Promise<{ ids: string[]; itemsRead: number; more: boolean }> {
   const ids: string[] = [];
   let itemsRead = 0;
-  let more = false;
-  const perShard = Math.max(1, Math.ceil(limit / DUE_SHARDS));
-  await Promise.all(
-    Array.from({ length: DUE_SHARDS }, async (_, shard) => {
-      let startKey: Record<string, AttributeValue> | undefined;
-      let taken = 0;
-      do {
-        const out = await db.send(
-          new QueryCommand({
-            TableName: tableName,
-            IndexName: DUE_INDEX,
-            KeyConditionExpression: 'duePk = :pk AND dueAt <= :now',
-            ExpressionAttributeValues: { ':pk': { S: keys.duePk(shard) }, ':now': { N: String(nowSeconds) } },
-            Limit: Math.min(100, perShard - taken),
-            ExclusiveStartKey: startKey,
-          }),
-        );
-        itemsRead += out.ScannedCount ?? out.Items?.length ?? 0;
-        for (const item of out.Items ?? []) {
-          const pk = item.pk?.S;
-          if (pk?.startsWith('CONN#')) ids.push(pk.slice('CONN#'.length));
-        }
-        taken += out.Items?.length ?? 0;
-        startKey = out.LastEvaluatedKey;
-      } while (startKey && taken < perShard);
-      if (startKey) more = true;
-    }),
-  );
-  return { ids, itemsRead, more };
+  const cursors = new Map<number, Record<string, AttributeValue> | undefined>();
+  const readShard = async (shard: number, want: number) => {
+    let taken = 0;
+    let startKey = cursors.get(shard);
+    do {
+      const out = await db.send(
+        new QueryCommand({
+          TableName: tableName,
+          IndexName: DUE_INDEX,
+          KeyConditionExpression: 'duePk = :pk AND dueAt <= :now',
+          ExpressionAttributeValues: { ':pk': { S: keys.duePk(shard) }, ':now': { N: String(nowSeconds) } },
+          Limit: Math.min(100, want - taken),
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      itemsRead += out.ScannedCount ?? out.Items?.length ?? 0;
+      for (const item of out.Items ?? []) {
+        const pk = item.pk?.S;
+        if (pk?.startsWith('CONN#')) ids.push(pk.slice('CONN#'.length));
+      }
+      taken += out.Items?.length ?? 0;
+      startKey = out.LastEvaluatedKey;
+    } while (startKey && taken < want);
+    if (startKey) cursors.set(shard, startKey);
+    else cursors.delete(shard);
+  };
+  const share = Math.max(1, Math.ceil(limit / DUE_SHARDS));
+  await Promise.all(Array.from({ length: DUE_SHARDS }, (_, shard) => readShard(shard, share)));
+  for (const shard of [...cursors.keys()]) {
+    if (ids.length >= limit) break;
+    await readShard(shard, limit - ids.length);
+  }
+  return { ids: ids.slice(0, limit), itemsRead, more: cursors.size > 0 || ids.length > limit };
 }
 
 export async function runScheduledRefresh(
@@ -104,6 +111,9 @@ export async function runScheduledRefresh(
   const stillDue = (c: ConnectionRecord) => c.dueAt !== undefined && c.dueAt * 1000 <= deps.now();
   let next = 0;
   const worker = async () => {
+    // Workers start staggered (jitter), so calls to a CRM don't arrive in lockstep; after that each
+    // worker's own pace spreads them, and no time is spent idle between refreshes.
+    if (jitterMs > 0) await deps.sleep(Math.floor(Math.random() * jitterMs));
     while (next < ids.length) {
       if (deps.now() >= stopAt) {
         summary.deferred += ids.length - next;
@@ -111,7 +121,6 @@ export async function runScheduledRefresh(
         return;
       }
       const id = ids[next++] as string;
-      if (jitterMs > 0) await deps.sleep(Math.floor(Math.random() * jitterMs));
       try {
         const connection = await deps.store.getConnection(id);
         if (!connection || connection.status !== 'active' || !stillDue(connection)) {
