@@ -1,69 +1,38 @@
 /**
- * Alarms and the dashboard. The functions' structured logs (Powertools Logger,
- * JSON) are the source: metric filters turn the lines the code writes at each
- * lifecycle step into CloudWatch metrics in the broker's namespace, next to
- * Lambda's, API Gateway's and SQS's own metrics.
+ * Alarms and the dashboard. The functions publish their business metrics as
+ * Powertools Metrics in CloudWatch EMF (functions/lib/metrics.ts): namespace
+ * `POWERTOOLS_METRICS_NAMESPACE`, dimension `service` = `POWERTOOLS_SERVICE_NAME`
+ * (plus `Function` for the per-function outcomes), next to Lambda's, API
+ * Gateway's and SQS's own metrics.
  */
 import { Duration } from 'aws-cdk-lib';
 import type * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
-import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { type FunctionName, functionNames } from '../functions/lib/routes.ts';
 import type { BrokerFunction } from './broker-function.ts';
 
-/** Functions that run the token lifecycle (tokens.ts: refreshConnection and its outcomes). */
-const REFRESHERS: readonly FunctionName[] = ['token-fetch', 'refresh', 'refresh-scheduled'];
-
-export interface LogMetric {
-  readonly metricName: string;
-  /** The `message` the code logs (tested to exist in functions/). */
-  readonly message: string;
-  /** Numeric field of that log line to publish; counts lines when absent. */
-  readonly valueField?: string;
-  /** An extra JSON field the line must carry (`alert: "refresh_result_lost"`). */
-  readonly alertField?: string;
-  readonly functions: readonly FunctionName[];
-  /** Publish per function (`Function` dimension from the logger's `function` key). */
-  readonly perFunction?: boolean;
-}
-
-export const logMetrics: readonly LogMetric[] = [
-  { metricName: 'ConnectionsCreated', message: 'connection created', functions: ['callback'] },
-  { metricName: 'ConnectionsReconnected', message: 'connection reconnected', functions: ['callback'] },
-  { metricName: 'ConnectionsDeleted', message: 'connection deleted', functions: ['connections'] },
-  {
-    metricName: 'ConnectionsNeedingReauth',
-    message: 'connection needs re-authorization',
-    functions: REFRESHERS,
-  },
-  { metricName: 'TokensRefreshed', message: 'token refreshed', functions: REFRESHERS },
-  { metricName: 'RefreshFailures', message: 'refresh failed, will retry later', functions: REFRESHERS },
-  {
-    metricName: 'RefreshResultsLost',
-    message: 'REFRESHED TOKENS NOT STORED: the CRM rotated the grant but the store write kept failing',
-    alertField: 'refresh_result_lost',
-    functions: REFRESHERS,
-  },
-  // The middlewares: typed refusals (expected, e.g. NeedsReauth) and everything else.
-  { metricName: 'RequestsRefused', message: 'request refused', functions: functionNames, perFunction: true },
-  {
-    metricName: 'UnexpectedFailures',
-    message: 'unexpected failure',
-    functions: functionNames,
-    perFunction: true,
-  },
-  // One summary line per scheduled run.
-  ...(['due', 'refreshed', 'failed', 'needsReauth', 'deferred'] as const).map((field) => ({
-    metricName: `ScheduledRun${field[0]?.toUpperCase()}${field.slice(1)}`,
-    message: 'scheduled refresh run',
-    valueField: field,
-    functions: ['refresh-scheduled'] as const,
-  })),
-];
+/** The EMF metrics this stack reads; each must be one the code publishes (tested against metrics.ts). */
+export const emfMetricNames = [
+  'ConnectionsCreated',
+  'ConnectionsReconnected',
+  'ConnectionsDeleted',
+  'ConnectionsNeedingReauth',
+  'TokensRefreshed',
+  'RefreshFailures',
+  'RefreshResultsLost',
+  'ScheduledRunDue',
+  'ScheduledRunRefreshed',
+  'ScheduledRunFailed',
+  'ScheduledRunNeedsReauth',
+  'ScheduledRunDeferred',
+  'RequestsRefused',
+  'UnexpectedFailures',
+  'TokenFetchLatency',
+] as const;
 
 export interface ObservabilityProps {
   readonly prefix: string;
@@ -89,28 +58,14 @@ export class Observability extends Construct {
       return found;
     };
 
-    for (const m of logMetrics) {
-      for (const name of m.functions) {
-        const conditions = [logs.FilterPattern.stringValue('$.message', '=', m.message)];
-        if (m.alertField) conditions.push(logs.FilterPattern.stringValue('$.alert', '=', m.alertField));
-        new logs.MetricFilter(this, `${m.metricName}-${name}`, {
-          logGroup: fn(name).logGroup,
-          metricNamespace: namespace,
-          metricName: m.metricName,
-          filterPattern: logs.FilterPattern.all(...conditions),
-          metricValue: m.valueField ? `$.${m.valueField}` : '1',
-          ...(m.perFunction ? { dimensions: { Function: '$.function' } } : {}),
-        });
-      }
-    }
-
     const sum = (metricName: string, period = Duration.minutes(5), dimensionsMap?: Record<string, string>) =>
       new cloudwatch.Metric({
         namespace,
         metricName,
         statistic: cloudwatch.Stats.SUM,
         period,
-        ...(dimensionsMap ? { dimensionsMap } : {}),
+        // Powertools adds the `service` dimension to every metric it publishes.
+        dimensionsMap: { service: props.prefix, ...dimensionsMap },
       });
     const topic = props.alarmTopicArn
       ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
@@ -311,7 +266,20 @@ export class Observability extends Construct {
         title: 'token-fetch latency',
         width: 8,
         left: (['p50', 'p90', 'p99', 'Maximum'] as const).map((statistic) =>
-          tokenFetch.metricDuration({ statistic, period: Duration.minutes(5) }).with({ label: statistic }),
+          tokenFetch
+            .metricDuration({ statistic, period: Duration.minutes(5) })
+            .with({ label: `Lambda ${statistic}` }),
+        ),
+        right: (['p50', 'p99'] as const).map(
+          (statistic) =>
+            new cloudwatch.Metric({
+              namespace,
+              metricName: 'TokenFetchLatency',
+              statistic,
+              period: Duration.minutes(5),
+              dimensionsMap: { service: props.prefix },
+              label: `handler ${statistic} (EMF)`,
+            }),
         ),
       }),
     );

@@ -4,11 +4,11 @@
  * their code reads, the schedule bounded, and the operations surface (alarms,
  * dashboard, outputs) in place.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { REPO_ROOT } from '../../infra/broker-function.ts';
-import { logMetrics } from '../../infra/observability.ts';
+import { emfMetricNames } from '../../infra/observability.ts';
 import { providerIds } from '../../functions/lib/providers.ts';
 import {
   type FunctionName,
@@ -258,7 +258,11 @@ describe('operations', () => {
     expect(stats).toContainEqual({
       Namespace: 'CrmOAuthBroker/crm-oauth-broker',
       MetricName: 'RequestsRefused',
-      Dimensions: [{ Name: 'Function', Value: 'token-fetch' }],
+      // Powertools' EMF `service` dimension, plus the per-function one.
+      Dimensions: expect.arrayContaining([
+        { Name: 'Function', Value: 'token-fetch' },
+        { Name: 'service', Value: 'crm-oauth-broker' },
+      ]),
     });
   });
 
@@ -282,39 +286,32 @@ describe('operations', () => {
     expect(body).toContain('Function[token-fetch].Ref');
   });
 
-  it('turns the log lines the code writes into metrics, on the log groups of the functions that write them', () => {
-    const filters = ofType(assembly.statelessJson, 'AWS::Logs::MetricFilter').map(([, f]) => ({
-      group: symbolize(assembly, f.Properties?.LogGroupName) as string,
-      pattern: f.Properties?.FilterPattern as string,
-      metric: (f.Properties?.MetricTransformations as { MetricName: string }[])[0]?.MetricName,
-    }));
-    for (const m of logMetrics) {
-      for (const name of m.functions) {
-        const match = filters.find((f) => f.metric === m.metricName && f.group === `LogGroup[${name}].Ref`);
-        expect(match, `${m.metricName} on ${name}`).toBeDefined();
-        expect(match?.pattern).toContain(`$.message = "${m.message}"`);
+  it('reads the EMF metrics the functions publish: no log metric filters, the service dimension on each', () => {
+    expect(ofType(assembly.statelessJson, 'AWS::Logs::MetricFilter')).toEqual([]);
+    const alarms = ofType(assembly.statelessJson, 'AWS::CloudWatch::Alarm').map(
+      ([, a]) => a.Properties ?? {},
+    );
+    const own = JSON.stringify(alarms)
+      .match(/"MetricName":"[A-Za-z]+"/g)
+      ?.map((m) => m.slice('"MetricName":"'.length, -1))
+      .filter((n) => (emfMetricNames as readonly string[]).includes(n));
+    expect(own?.length).toBeGreaterThan(3);
+    for (const alarm of alarms) {
+      const metrics = [
+        alarm,
+        ...((alarm.Metrics as Json[] | undefined) ?? []).map((m: any) => m.MetricStat?.Metric ?? {}),
+      ];
+      for (const m of metrics as any[]) {
+        if (!(emfMetricNames as readonly string[]).includes(m.MetricName)) continue;
+        expect(m.Namespace).toMatch(/^CrmOAuthBroker\//);
+        expect((m.Dimensions as { Name: string }[]).map((d) => d.Name)).toContain('service');
       }
     }
   });
 
-  it('every message a metric counts is a message the code really logs', () => {
-    const sources: string[] = [];
-    const walk = (dir: string) => {
-      for (const entry of readdirSync(dir, { withFileTypes: true })) {
-        const path = join(dir, entry.name);
-        if (entry.isDirectory()) walk(path);
-        else if (entry.name.endsWith('.ts')) sources.push(readFileSync(path, 'utf8'));
-      }
-    };
-    walk(join(REPO_ROOT, 'functions'));
-    const code = sources.join('\n');
-    for (const m of logMetrics) {
-      expect(code, m.message).toMatch(
-        new RegExp(`['"\`]${m.message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}['"\`]`),
-      );
-      if (m.valueField) expect(code).toMatch(new RegExp(`\\b${m.valueField}\\b`));
-      if (m.alertField) expect(code).toContain(`alert: '${m.alertField}'`);
-    }
+  it('every metric it reads is one the code publishes (functions/lib/metrics.ts)', () => {
+    const code = readFileSync(join(REPO_ROOT, 'functions/lib/metrics.ts'), 'utf8');
+    for (const name of emfMetricNames) expect(code, name).toContain(`'${name}'`);
   });
 
   it('outputs the API URL, the callback URL of each CRM and the invokable functions', () => {
