@@ -6,10 +6,9 @@
  *
  *   npx tsx bench/crypto-choice.ts
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { build } from 'esbuild';
+import { bundleAndTime } from './bundle.ts';
 
 const out = join('bench', 'results', 'crypto-choice');
 mkdirSync(out, { recursive: true });
@@ -35,37 +34,8 @@ for (const [name, source] of Object.entries(variants)) {
   const entry = join(out, `${name}.src.mjs`);
   const bundle = join(out, `${name}.mjs`);
   writeFileSync(entry, source);
-  await build({
-    entryPoints: [entry],
-    bundle: true,
-    minify: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    outfile: bundle,
-    nodePaths: [join(process.cwd(), 'node_modules')],
-    banner: { js: "import { createRequire } from 'module'; const require = createRequire(import.meta.url);" },
-    logLevel: 'error',
-  });
-  const times: number[] = [];
-  for (let i = 0; i < 7; i++) {
-    const ms = execFileSync(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `const t=performance.now();await import(${JSON.stringify(join(process.cwd(), bundle))});console.log(performance.now()-t)`,
-      ],
-      { encoding: 'utf8', env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } },
-    );
-    times.push(Number(ms.trim()));
-  }
-  times.sort((a, b) => a - b);
-  rows.push({
-    variant: name,
-    bundleKiB: Math.round(statSync(bundle).size / 1024),
-    importMsMedian: Number((times[3] as number).toFixed(1)),
-  });
+  const timing = await bundleAndTime(entry, bundle);
+  rows.push({ variant: name, bundleKiB: timing.kib, importMsMedian: Number(timing.importMs.toFixed(1)) });
 }
 console.table(rows);
 writeFileSync(join('bench', 'results', 'crypto-choice.json'), JSON.stringify(rows, null, 2));

@@ -7,9 +7,8 @@
  *   npm run bench                      # everything (a few minutes on 2 cores)
  *   BENCH_SIZES=1000,10000 npm run bench   # smaller scheduler tables
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -17,7 +16,6 @@ import { BatchWriteItemCommand, DynamoDBClient, GetItemCommand } from '@aws-sdk/
 import { KMSClient } from '@aws-sdk/client-kms';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import type { Context } from 'aws-lambda';
-import { build } from 'esbuild';
 import * as callback from '../functions/callback.ts';
 import * as authorize from '../functions/authorize.ts';
 import * as connectSession from '../functions/connect-session.ts';
@@ -36,6 +34,7 @@ import { startEmbeddedDynamo } from '../local/embedded-store.ts';
 import { ensureTable } from '../local/ensure-table.ts';
 import { startDynamoDbLocal } from '../test/support/dynamodb-local.ts';
 import { type KmsDouble, startKmsDouble } from '../test/support/kms-double.ts';
+import { bundleAndTime } from './bundle.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 process.env.POWERTOOLS_METRICS_DISABLED = 'true';
@@ -419,34 +418,8 @@ async function coldStart() {
   };
   const rows: { fn: string; kib: number; importMs: number }[] = [];
   for (const [name, entry] of entries) {
-    const outfile = join(dir, `${name.split(' ')[0]}.mjs`);
-    await build({
-      entryPoints: [entry],
-      bundle: true,
-      minify: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      mainFields: ['module', 'main'],
-      banner: { js: "import{createRequire as __cr}from'node:module';const require=__cr(import.meta.url);" },
-      outfile,
-      logLevel: 'error',
-    });
-    const times: number[] = [];
-    for (let i = 0; i < 7; i++) {
-      const out = execFileSync(
-        process.execPath,
-        [
-          '--input-type=module',
-          '-e',
-          `const t=performance.now();await import(${JSON.stringify(join(process.cwd(), outfile))});console.log(performance.now()-t)`,
-        ],
-        { encoding: 'utf8', env },
-      );
-      times.push(Number(out.trim().split('\n').pop()));
-    }
-    times.sort((a, b) => a - b);
-    rows.push({ fn: name, kib: Math.round(statSync(outfile).size / 1024), importMs: times[3] as number });
+    const timing = await bundleAndTime(entry, join(dir, `${name.split(' ')[0]}.mjs`), env);
+    rows.push({ fn: name, ...timing });
   }
   const bareMs = rows[0]?.importMs as number;
   const tf = rows.find((r) => r.fn === 'token-fetch');
