@@ -1,7 +1,8 @@
 /** Bundles an entry the way the Lambda functions are bundled, and times importing it in fresh processes. */
 import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 
 export interface BundleTiming {
@@ -37,7 +38,7 @@ export async function bundleAndTime(
       [
         '--input-type=module',
         '-e',
-        `const t=performance.now();await import(${JSON.stringify(join(process.cwd(), outfile))});console.log(performance.now()-t)`,
+        `const t=performance.now();await import(${JSON.stringify(pathToFileURL(resolve(outfile)).href)});console.log(performance.now()-t)`,
       ],
       { encoding: 'utf8', env: { ...env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } },
     );
