@@ -250,28 +250,35 @@ async function storeRefreshResult(
   fields: Parameters<Deps['store']['updateConnection']>[1],
 ): Promise<ConnectionRecord> {
   let lastError: unknown;
+  // While the lease is ours, the write requires it; once we see it lapsed with the version unchanged
+  // (no new refresh has been stored), the version alone guards the write: the rotated refresh token
+  // we hold may be the only live one, and storing it beats dropping it.
+  let requireLease = true;
   for (let attempt = 1; attempt <= STORE_ATTEMPTS; attempt++) {
     try {
       const written = await deps.store.updateConnection(held.connectionId, fields, {
         expectedVersion: held.version,
-        leaseOwner: owner,
+        ...(requireLease ? { leaseOwner: owner } : {}),
         bumpVersion: true,
       });
       if (written) return written;
       // Condition failed: did an earlier attempt of ours land after all (its answer lost)?
       const current = await deps.store.getConnection(held.connectionId);
-      if (
-        current &&
-        current.version === held.version + 1 &&
-        current.lastRefreshedAt === fields.lastRefreshedAt
-      ) {
+      if (!current) throw new ConnectionNotFound();
+      if (current.version === held.version + 1 && current.lastRefreshedAt === fields.lastRefreshedAt) {
         return current;
       }
-      // The connection was re-connected or deleted meanwhile: the new grant supersedes this result.
+      if (current.version === held.version && requireLease) {
+        deps.logger.warn('refresh lease lost before the result was stored; storing under the version check', {
+          connectionId: held.connectionId,
+        });
+        requireLease = false;
+        continue;
+      }
+      // The connection was re-connected or refreshed meanwhile: that newer grant supersedes this result.
       deps.logger.warn('refresh result discarded: connection changed meanwhile', {
         connectionId: held.connectionId,
       });
-      if (!current) throw new ConnectionNotFound();
       if (current.status === 'needs_reauth') throw new NeedsReauth();
       return current;
     } catch (err) {
