@@ -1,23 +1,28 @@
 /**
  * `refresh-scheduled` (EventBridge schedule): refreshes the tokens due within the
- * lead window, and health-checks tokens that never expire, within a time budget
- * below the function's timeout.
+ * lead window, and health-checks tokens that never expire. It starts refreshes
+ * only while a whole refresh still fits in the function's remaining time.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context } from 'aws-lambda';
 import { type Deps, lambdaHandler } from './lib/deps.ts';
 import { invokeHandler } from './lib/middleware.ts';
 import { runScheduledRefresh } from './lib/scheduler.ts';
+import { AWS_CALL_MAX_MS, REFRESH_MAX_MS, functionDeadline } from './lib/timeline.ts';
 
-/** Kept back from the function's remaining time so a run always ends cleanly. */
-const SAFETY_MS = 15_000;
+/** Without a Lambda context (a direct call): start refreshes for this long. */
 const DEFAULT_BUDGET_MS = 60_000;
 
 export const createHandler = (deps: Deps, db: DynamoDBClient = deps.store.client) =>
   invokeHandler(deps, 'refresh-scheduled', async (_event: unknown, context: Context) => {
-    const remaining = context.getRemainingTimeInMillis?.();
-    const budgetMs = remaining ? Math.max(1_000, remaining - SAFETY_MS) : DEFAULT_BUDGET_MS;
-    return runScheduledRefresh(deps, db, { budgetMs });
+    const now = deps.now();
+    const deadline = functionDeadline(now, context.getRemainingTimeInMillis?.());
+    // Start a refresh only while its worst case (reading it, then the whole refresh) still fits.
+    const budgetMs =
+      deadline === undefined
+        ? DEFAULT_BUDGET_MS
+        : Math.max(0, deadline - now - AWS_CALL_MAX_MS - REFRESH_MAX_MS);
+    return runScheduledRefresh(deps, db, { budgetMs, ...(deadline ? { deadline } : {}) });
   });
 
 export const handler = lambdaHandler((deps) => createHandler(deps));

@@ -5,17 +5,20 @@
  */
 import type { Context } from 'aws-lambda';
 import { type Deps, lambdaHandler } from './lib/deps.ts';
-import { BrokerError } from './lib/errors.ts';
+import { contractError } from './lib/errors.ts';
+import type { ErrorType } from './lib/errors.ts';
 import type { HttpResult } from './lib/http.ts';
 import { invokeHandler } from './lib/middleware.ts';
 import { fetchToken } from './lib/tokens.ts';
+import { functionDeadline } from './lib/timeline.ts';
 import * as v from './lib/validate.ts';
 
-const STATUS: Record<string, number> = {
+const STATUS: Record<ErrorType, number> = {
   InvalidRequest: 400,
   ConnectionNotFound: 404,
   NeedsReauth: 409,
   ProviderUnavailable: 503,
+  BrokerUnavailable: 503,
 };
 
 interface HttpLikeEvent {
@@ -34,12 +37,12 @@ const json = (statusCode: number, body: unknown): HttpResult => ({
 
 export const createHandler = (deps: Deps) => {
   const force = async (connectionId: unknown, context: Context) => {
-    const remaining = context.getRemainingTimeInMillis?.();
+    const deadline = functionDeadline(deps.now(), context.getRemainingTimeInMillis?.());
     const answer = await fetchToken(deps, {
       connectionId: v.connectionId(connectionId),
       minValiditySeconds: 0,
       forceRefresh: true,
-      ...(remaining ? { deadline: deps.now() + remaining - 1000 } : {}),
+      ...(deadline ? { deadline } : {}),
     });
     return { connectionId: answer.connectionId, expiresAt: answer.expiresAt };
   };
@@ -49,10 +52,9 @@ export const createHandler = (deps: Deps) => {
     try {
       return json(200, await force(event.pathParameters?.connectionId, context));
     } catch (err) {
-      if (err instanceof BrokerError) {
-        return json(STATUS[err.errorType] ?? 400, { errorType: err.errorType, errorMessage: err.message });
-      }
-      throw err;
+      const typed = contractError(err);
+      if (!typed) throw err;
+      return json(STATUS[typed.errorType], { errorType: typed.errorType, errorMessage: typed.message });
     }
   });
 };

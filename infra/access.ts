@@ -5,7 +5,7 @@
  * `BrokerFunction`, so a permission never exists without the setting that
  * uses it, and the template tests check the result statement by statement.
  */
-import { tokenContext } from '../functions/lib/connect-flow.ts';
+import { tokenContext } from '../functions/lib/token-set.ts';
 import type { FunctionName } from '../functions/lib/routes.ts';
 import { DUE_INDEX, OWNER_INDEX } from '../functions/lib/table.ts';
 
@@ -33,10 +33,11 @@ export const functionAccess: Readonly<Record<FunctionName, FunctionAccess>> = {
   // beginAuthorization: consumeSession (conditional delete), putState. The authorize URL needs the client id only.
   authorize: { table: ['dynamodb:DeleteItem', 'dynamodb:PutItem'] },
   // completeAuthorization: consumeState, exchangeCode (client secret), encrypt (new data key),
-  // upsertConnection (UpdateItem), connection.created/reconnected events.
+  // getConnection + upsertConnection (conditional UpdateItem), decrypt the replaced grant to revoke it
+  // (Close sends client credentials), connection.created/reconnected events.
   callback: {
-    table: ['dynamodb:DeleteItem', 'dynamodb:UpdateItem'],
-    tokenKey: ['kms:GenerateDataKey'],
+    table: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem'],
+    tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
     clientSecrets: true,
     events: true,
   },
@@ -48,9 +49,10 @@ export const functionAccess: Readonly<Record<FunctionName, FunctionAccess>> = {
     clientSecrets: true,
     events: true,
   },
-  // list (byOwner query), get, delete: decrypt for the revoke call (Close sends client credentials), deleteConnection, event.
+  // list (byOwner query), get, delete: take the refresh lease (UpdateItem) to wait out a refresh in progress,
+  // decrypt for the revoke call (Close sends client credentials), deleteConnection, event.
   connections: {
-    table: ['dynamodb:GetItem', 'dynamodb:DeleteItem'],
+    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
     queries: [OWNER_INDEX],
     tokenKey: ['kms:Decrypt'],
     clientSecrets: true,

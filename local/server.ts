@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context } from 'aws-lambda';
+import { awsClientOptions } from '../functions/lib/aws-clients.ts';
 import { type Deps, type DepsOverrides, createDeps } from '../functions/lib/deps.ts';
 import { MemoryEventLog } from '../functions/lib/events.ts';
 import type { HttpResult } from '../functions/lib/http.ts';
@@ -148,7 +149,7 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
     const dynamo =
       options.overrides?.dynamo ??
       new DynamoDBClient({
-        endpoint,
+        ...awsClientOptions(endpoint),
         region: env.AWS_REGION ?? 'us-east-1',
         credentials: {
           accessKeyId: env.AWS_ACCESS_KEY_ID ?? 'local',

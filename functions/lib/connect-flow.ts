@@ -3,35 +3,23 @@
  * and finish on the callback. No AWS here: storage, crypto and HTTP come in
  * through `Deps`.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { redirectUri } from './config.ts';
 import { ProviderUnavailable, FlowError } from './errors.ts';
 import type { Deps } from './deps.ts';
 import { isRandomToken, pkceChallenge, randomToken, safeEqual, sha256Hex } from './crypto.ts';
 import { errorFields } from './logger.ts';
+import { revokeGrant, revokeStoredGrant } from './grants.ts';
 import { TokenEndpointRejected, buildAuthorizationUrl } from './oauth.ts';
-import type { ProviderId, TokenResponse } from './providers.ts';
+import type { Account, ProviderId, TokenResponse } from './providers.ts';
 import type { ConnectionRecord, StateRecord } from './store.ts';
 import { dueSlot } from './schedule.ts';
+import { type StoredTokens, tokenContext, tokenExpiry } from './token-set.ts';
 
 /** The same owner, CRM and CRM account always map to the same connection id. */
 export function connectionIdFor(ownerId: string, provider: ProviderId, accountId: string): string {
   const digest = createHash('sha256').update(`${provider}\0${ownerId}\0${accountId}`).digest('hex');
   return `conn_${digest.slice(0, 32)}`;
-}
-
-/** Encryption context (and GCM associated data) of a connection's tokens; nothing secret in it. */
-export const tokenContext = (c: Pick<ConnectionRecord, 'connectionId' | 'ownerId' | 'provider'>) => ({
-  purpose: 'crm-oauth-broker/tokens',
-  connectionId: c.connectionId,
-  ownerId: c.ownerId,
-  provider: c.provider,
-});
-
-/** What is encrypted: the token set, never stored anywhere in plaintext. */
-export interface StoredTokens {
-  accessToken: string;
-  refreshToken?: string;
 }
 
 export async function createConnectSession(
@@ -213,6 +201,10 @@ async function finishAuthorization(
     });
   } catch (err) {
     deps.logger.warn('code exchange failed', { provider, ...errorFields(err) });
+    // The broker's own credentials refused: every new connection fails until an operator fixes them.
+    if (err instanceof TokenEndpointRejected && err.refusal === 'client_rejected') {
+      deps.metrics.count('ClientCredentialsRejected');
+    }
     if (err instanceof TokenEndpointRejected) {
       throw new FlowError(
         400,
@@ -247,31 +239,17 @@ async function finishAuthorization(
     });
   }
 
-  // 6. Encrypt and store. Re-connecting the same account for the same owner keeps the connection id.
-  const now = deps.now();
+  // 6. Encrypt and store. Re-connecting the same account for the same owner keeps the connection id,
+  // and the grant it replaces is revoked at the CRM (a connection has one live grant).
   const ids = {
     connectionId: connectionIdFor(state.ownerId, provider, account.id),
     ownerId: state.ownerId,
     provider,
   };
-  const stored: StoredTokens = {
-    accessToken: token.access_token,
-    ...(token.refresh_token ? { refreshToken: token.refresh_token } : {}),
-  };
-  const expiresAt = token.expires_in !== undefined ? now + token.expires_in * 1000 : null;
-  const { created, connection } = await deps.store.upsertConnection({
-    ...ids,
-    account,
-    status: 'active',
-    tokens: await deps.envelope.encrypt(JSON.stringify(stored), tokenContext(ids)),
-    expiresAt,
-    issuedLifetimeSeconds: token.expires_in ?? null,
-    lastRefreshedAt: null,
-    lastError: null,
-    updatedAt: now,
-    refreshFailures: 0,
-    ...dueSlot(deps.config, ids.connectionId, { expiresAt, refreshable: Boolean(token.refresh_token), now }),
-  });
+  const { connection, replaced } = await storeNewGrant(deps, ids, account, token);
+  const created = replaced === undefined;
+  const now = connection.updatedAt;
+  if (replaced) await revokeReplacedGrant(deps, replaced, token);
   deps.metrics.count(created ? 'ConnectionsCreated' : 'ConnectionsReconnected');
   await deps.events.publish({
     type: created ? 'connection.created' : 'connection.reconnected',
@@ -282,4 +260,71 @@ async function finishAuthorization(
     connectionId: ids.connectionId,
   });
   return { connection, created, providerName: definition.displayName, ...(returnTo ? { returnTo } : {}) };
+}
+
+/**
+ * Writes a new grant's tokens, conditional on the item being as last read, so a
+ * refresh of the grant being replaced cannot slip in between unnoticed: on a
+ * conflict, read again and retry. Returns what was stored and the record it
+ * replaced (undefined for a new connection).
+ */
+async function storeNewGrant(
+  deps: Deps,
+  ids: { connectionId: string; ownerId: string; provider: ProviderId },
+  account: Account,
+  token: TokenResponse,
+): Promise<{ connection: ConnectionRecord; replaced: ConnectionRecord | undefined }> {
+  const grantId = randomUUID();
+  const tokens: StoredTokens = {
+    accessToken: token.access_token,
+    ...(token.refresh_token ? { refreshToken: token.refresh_token } : {}),
+  };
+  const encrypted = await deps.envelope.encrypt(JSON.stringify(tokens), tokenContext(ids));
+  let previous = await deps.store.getConnection(ids.connectionId);
+  for (let attempt = 1; ; attempt++) {
+    const now = deps.now();
+    const { expiresAt, issuedLifetimeSeconds } = tokenExpiry(now, token.expires_in);
+    const written = await deps.store.upsertConnection(
+      {
+        ...ids,
+        account,
+        status: 'active',
+        tokens: encrypted,
+        grantId,
+        expiresAt,
+        issuedLifetimeSeconds,
+        lastRefreshedAt: null,
+        lastError: null,
+        updatedAt: now,
+        refreshFailures: 0,
+        ...dueSlot(deps.config, ids.connectionId, {
+          expiresAt,
+          refreshable: Boolean(token.refresh_token),
+          now,
+          issuedLifetimeSeconds,
+        }),
+      },
+      previous ? { version: previous.version } : undefined,
+    );
+    if (written) return { connection: written, replaced: previous };
+    const current = await deps.store.getConnection(ids.connectionId);
+    // An SDK retry of our own write that landed (its answer lost) fails its condition: it is ours.
+    if (current?.grantId === grantId) return { connection: current, replaced: previous };
+    if (attempt >= 3) throw new Error('the connection kept changing while it was being stored');
+    previous = current;
+  }
+}
+
+/** Revokes the grant a reconnect replaced, unless the CRM handed back the very same tokens. */
+async function revokeReplacedGrant(deps: Deps, replaced: ConnectionRecord, token: TokenResponse) {
+  let old: StoredTokens;
+  try {
+    old = JSON.parse(await deps.envelope.decrypt(replaced.tokens, tokenContext(replaced))) as StoredTokens;
+  } catch {
+    return revokeStoredGrant(deps, replaced, 'reconnected');
+  }
+  const same =
+    old.accessToken === token.access_token ||
+    (old.refreshToken !== undefined && old.refreshToken === token.refresh_token);
+  if (!same) await revokeGrant(deps, replaced, old, 'reconnected');
 }

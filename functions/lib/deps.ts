@@ -15,6 +15,7 @@ import { OAuthClient } from './oauth.ts';
 import { ProviderHttp } from './provider-http.ts';
 import { ConfiguredClientSecrets } from './secrets.ts';
 import { Store } from './store.ts';
+import { awsClientOptions } from './aws-clients.ts';
 
 export interface Deps {
   config: Config;
@@ -47,17 +48,13 @@ export function createDeps(env: Env, overrides: DepsOverrides = {}): Deps {
   const keyProvider =
     overrides.keyProvider ??
     (config.kmsKeyId
-      ? new KmsKeyProvider(
-          new KMSClient(env.AWS_ENDPOINT_URL_KMS ? { endpoint: env.AWS_ENDPOINT_URL_KMS } : {}),
-          config.kmsKeyId,
-        )
+      ? new KmsKeyProvider(new KMSClient(awsClientOptions(env.AWS_ENDPOINT_URL_KMS)), config.kmsKeyId)
       : new LocalKeyProvider(config.localMasterKey as string));
   const http = new ProviderHttp({ timeoutMs: config.providerTimeoutMs, fetch: overrides.fetch, now, sleep });
   return {
     config,
     store: new Store(
-      overrides.dynamo ??
-        new DynamoDBClient(env.AWS_ENDPOINT_URL_DYNAMODB ? { endpoint: env.AWS_ENDPOINT_URL_DYNAMODB } : {}),
+      overrides.dynamo ?? new DynamoDBClient(awsClientOptions(env.AWS_ENDPOINT_URL_DYNAMODB)),
       config.tableName,
     ),
     envelope: new Envelope(keyProvider, undefined, now),

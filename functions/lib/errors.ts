@@ -4,7 +4,8 @@
  * Messages never contain a token, code, state, cookie or secret.
  */
 
-export type ErrorType = 'InvalidRequest' | 'ConnectionNotFound' | 'NeedsReauth' | 'ProviderUnavailable';
+export type ErrorType =
+  'InvalidRequest' | 'ConnectionNotFound' | 'NeedsReauth' | 'ProviderUnavailable' | 'BrokerUnavailable';
 
 export class BrokerError extends Error {
   /** Safe to show to the caller (its message holds no secret and no internals). */
@@ -51,6 +52,43 @@ export class ProviderUnavailable extends BrokerError {
   ) {
     super('ProviderUnavailable', message, 'provider_unavailable', options);
   }
+}
+
+/**
+ * The broker's own dependencies are failing: the table or the key service is
+ * throttled or unreachable, or the CRM refuses the broker's client credentials.
+ * The connection is untouched; retry later.
+ */
+export class BrokerUnavailable extends BrokerError {
+  constructor(
+    message = "The broker's own dependencies are failing; retry later",
+    options?: { cause?: unknown },
+  ) {
+    super('BrokerUnavailable', message, 'broker_unavailable', options);
+  }
+}
+
+/**
+ * Did an AWS SDK call fail (throttled, timed out, unreachable, a service error)?
+ * Every error that leaves an SDK client's `send` carries `$metadata` (the retry
+ * middleware adds it, with the attempts made) or `$fault`.
+ */
+export function isDependencyFailure(err: unknown): boolean {
+  return (
+    typeof err === 'object' &&
+    err !== null &&
+    !(err instanceof BrokerError) &&
+    ('$metadata' in err || '$fault' in err) &&
+    // A failed condition is an answer the code must handle, not a failing dependency.
+    (err as { name?: unknown }).name !== 'ConditionalCheckFailedException'
+  );
+}
+
+/** The contract's error for a failure, where it has one: a broker error as it is, an AWS failure as `BrokerUnavailable`. */
+export function contractError(err: unknown): BrokerError | undefined {
+  if (err instanceof BrokerError) return err;
+  if (isDependencyFailure(err)) return new BrokerUnavailable(undefined, { cause: err });
+  return undefined;
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import type { Logger } from '@aws-lambda-powertools/logger';
+import { awsClientOptions } from './aws-clients.ts';
 import { errorFields } from './logger.ts';
 import type { ProviderId } from './providers.ts';
 
@@ -78,4 +79,4 @@ export class MemoryEventLog implements EventPublisher {
 }
 
 export const createEventBridgePublisher = (busName: string, logger: Logger): EventPublisher =>
-  new EventBridgePublisher(new EventBridgeClient({}), busName, logger);
+  new EventBridgePublisher(new EventBridgeClient(awsClientOptions()), busName, logger);

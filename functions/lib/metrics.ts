@@ -15,6 +15,16 @@ export type CountMetric =
   | 'TokensRefreshed'
   | 'RefreshFailures'
   | 'RefreshResultsLost'
+  /** A refresh answer lost after the request may have reached the CRM (not retried: row 18). */
+  | 'RefreshOutcomesUnknown'
+  /** Operator alarms: the CRM refused the broker's client credentials (refresh or code exchange). */
+  | 'ClientCredentialsRejected'
+  /** Operator alarms: the CRM refused a token request as malformed (`invalid_request`, ...). */
+  | 'TokenRequestsRejected'
+  /** Operator alarms: a refresh failed on the broker's side in a way that will not heal by itself. */
+  | 'RefreshBrokerErrors'
+  | 'GrantsRevoked'
+  | 'RevocationsFailed'
   | 'ScheduledRunDue'
   | 'ScheduledRunRefreshed'
   | 'ScheduledRunFailed'

@@ -7,7 +7,7 @@
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
-import { BrokerError, FlowError } from './errors.ts';
+import { FlowError, contractError } from './errors.ts';
 import { type HttpEvent, type HttpResult, errorPage, redirect, returnToWith } from './http.ts';
 import { errorFields } from './logger.ts';
 import type { BrokerMetrics } from './metrics.ts';
@@ -35,7 +35,10 @@ const observe = (
   after: () => metrics.flush(),
 });
 
-/** For functions other services invoke: typed errors pass through, the rest become `InternalError`. */
+/**
+ * For functions other services invoke: typed errors pass through, a failing AWS dependency becomes
+ * `BrokerUnavailable`, anything else `InternalError`.
+ */
 export function invokeHandler<E, R>(
   deps: Observability,
   name: string,
@@ -46,12 +49,13 @@ export function invokeHandler<E, R>(
     .use(observe(deps, name) as middy.MiddlewareObj<E, R, Error, Context>)
     .use({
       onError: (request) => {
-        if (request.error instanceof BrokerError) {
-          logger.info('request refused', {
-            errorType: request.error.errorType,
-            errorCode: request.error.code,
-          });
+        const typed = contractError(request.error);
+        if (typed) {
+          // A failing AWS dependency is the contract's BrokerUnavailable (retry later), logged as such.
+          if (typed !== request.error) logger.warn('dependency failed', errorFields(request.error));
+          logger.info('request refused', { errorType: typed.errorType, errorCode: typed.code });
           metrics.perFunction('RequestsRefused', name);
+          request.error = typed;
         } else {
           logger.error('unexpected failure', errorFields(request.error));
           metrics.perFunction('UnexpectedFailures', name);

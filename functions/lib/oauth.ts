@@ -3,11 +3,44 @@
  * request and processing the response, driven by the provider registry.
  */
 import { ProviderUnavailable } from './errors.ts';
-import { type ProviderHttp, ProviderProtocolError, type RetryPolicy, noRetry } from './provider-http.ts';
+import {
+  type ProviderHttp,
+  ProviderProtocolError,
+  type RequestLimits,
+  type RetryPolicy,
+  noRetry,
+} from './provider-http.ts';
 import type { Account, ProviderDefinition, TokenResponse } from './providers.ts';
 
-/** The token endpoint refused the request (RFC 6749 §5.2): for a refresh, the grant is dead. */
+/**
+ * What a refused token request means, by RFC 6749 §5.2 and interface.md's table:
+ * - `grant_dead`: 400/401 `invalid_grant`; the person must connect again;
+ * - `client_rejected`: `invalid_client` / `unauthorized_client`; the broker's own
+ *   credentials are wrong or revoked (an operator mistake, not the customer's grant);
+ * - `request_rejected`: `invalid_request` / `unsupported_grant_type` / `invalid_scope`;
+ *   the broker sent something the CRM does not take (a broker bug or a CRM change);
+ * - `transient`: anything else (a WAF's 403 page, 404, 408, 425, ...): keep and retry later.
+ */
+export type TokenRefusal = 'grant_dead' | 'client_rejected' | 'request_rejected' | 'transient';
+
+const REFUSALS: Readonly<Record<string, TokenRefusal>> = {
+  invalid_grant: 'grant_dead',
+  invalid_client: 'client_rejected',
+  unauthorized_client: 'client_rejected',
+  invalid_request: 'request_rejected',
+  unsupported_grant_type: 'request_rejected',
+  invalid_scope: 'request_rejected',
+};
+
+/** Only a 400 or 401 carrying an RFC 6749 `error` code says what went wrong; nothing else is trusted. */
+export function classifyTokenRefusal(status: number, oauthError: string | undefined): TokenRefusal {
+  if ((status !== 400 && status !== 401) || oauthError === undefined) return 'transient';
+  return Object.hasOwn(REFUSALS, oauthError) ? (REFUSALS[oauthError] as TokenRefusal) : 'transient';
+}
+
+/** The token endpoint refused the request (RFC 6749 §5.2); `refusal` says what that means. */
 export class TokenEndpointRejected extends Error {
+  readonly refusal: TokenRefusal;
   constructor(
     readonly status: number,
     /** The RFC 6749 `error` code when the CRM sent one (`invalid_grant`, ...). */
@@ -15,6 +48,7 @@ export class TokenEndpointRejected extends Error {
   ) {
     super(`token endpoint refused the request (${status}${oauthError ? `, ${oauthError}` : ''})`);
     this.name = 'TokenEndpointRejected';
+    this.refusal = classifyTokenRefusal(status, oauthError);
   }
 }
 
@@ -50,17 +84,37 @@ export function buildAuthorizationUrl(provider: ProviderDefinition, request: Aut
 }
 
 const MAX_TOKEN_LENGTH = 8192;
+const MAX_EXPIRES_IN = 10 * 365 * 86_400;
+
+/**
+ * RFC 6749 §5.1 `expires_in`: a positive whole number of seconds, sent as a
+ * number or a string of digits. Anything else (`0.5`, `true`, `"0x3c"`, `[60]`)
+ * is an unusable answer, never silently coerced.
+ */
+function parseExpiresIn(value: unknown): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  const seconds =
+    typeof value === 'number'
+      ? value
+      : typeof value === 'string' && /^\d{1,10}$/.test(value)
+        ? Number(value)
+        : NaN;
+  if (!Number.isSafeInteger(seconds) || seconds <= 0 || seconds > MAX_EXPIRES_IN) {
+    throw new ProviderProtocolError('token response has a malformed expires_in');
+  }
+  return seconds;
+}
 
 /** Validates an RFC 6749 §5.1 token response; anything malformed is a protocol error, not a dead grant. */
 export function processTokenResponse(status: number, body: unknown): TokenResponse {
-  if (status === 400 || status === 401) {
-    const error = (body as { error?: unknown } | undefined)?.error;
-    throw new TokenEndpointRejected(status, typeof error === 'string' ? error.slice(0, 64) : undefined);
+  if (status >= 400 && status < 500) {
+    const error = (body as { error?: unknown } | null | undefined)?.error;
+    throw new TokenEndpointRejected(
+      status,
+      typeof error === 'string' && /^[\x20-\x7e]{1,64}$/.test(error) ? error : undefined,
+    );
   }
-  if (status < 200 || status >= 300) {
-    if (status >= 400 && status < 500) throw new TokenEndpointRejected(status, undefined);
-    throw new ProviderProtocolError(`token endpoint answered ${status}`);
-  }
+  if (status < 200 || status >= 300) throw new ProviderProtocolError(`token endpoint answered ${status}`);
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw new ProviderProtocolError('token response is not a JSON object');
   }
@@ -76,17 +130,11 @@ export function processTokenResponse(status: number, body: unknown): TokenRespon
   ) {
     throw new ProviderProtocolError('token response has an unsupported token_type');
   }
-  let expiresIn: number | undefined;
-  if (b.expires_in !== undefined && b.expires_in !== null) {
-    expiresIn = Number(b.expires_in);
-    if (!Number.isFinite(expiresIn) || expiresIn <= 0 || expiresIn > 10 * 365 * 86_400) {
-      throw new ProviderProtocolError('token response has a malformed expires_in');
-    }
-  }
+  const expiresIn = parseExpiresIn(b.expires_in);
   const optionalString = (v: unknown) =>
     typeof v === 'string' && v.length <= 256 ? v : typeof v === 'number' ? String(v) : undefined;
   const out: TokenResponse = { access_token: b.access_token as string, token_type: 'Bearer' };
-  if (expiresIn !== undefined) out.expires_in = Math.floor(expiresIn);
+  if (expiresIn !== undefined) out.expires_in = expiresIn;
   if (token(b.refresh_token)) out.refresh_token = b.refresh_token as string;
   for (const field of ['scope', 'subdomain', 'organization_id', 'user_id'] as const) {
     const value = optionalString(b[field]);
@@ -110,7 +158,7 @@ export class OAuthClient {
     provider: ProviderDefinition,
     params: Record<string, string>,
     policy: RetryPolicy,
-    deadline?: number,
+    limits: RequestLimits = {},
   ): Promise<TokenResponse> {
     const body = {
       ...params,
@@ -125,7 +173,7 @@ export class OAuthClient {
       provider.tokenUrl,
       { method: 'POST', headers: { 'Content-Type': encoded.type }, body: encoded.text },
       policy,
-      deadline,
+      limits,
     );
     return processTokenResponse(response.status, response.json);
   }
@@ -144,19 +192,29 @@ export class OAuthClient {
     return this.tokenRequest(provider, params, noRetry);
   }
 
-  /** RFC 6749 §6. */
+  /**
+   * RFC 6749 §6. `limits` bound when attempts may start, never a sent one: at a
+   * CRM that rotates refresh tokens an answer dropped after the CRM committed it
+   * loses the grant (security.md row 18).
+   */
   refresh(
     provider: ProviderDefinition,
     refreshToken: string,
     policy: RetryPolicy,
-    deadline?: number,
+    limits: RequestLimits,
   ): Promise<TokenResponse> {
     return this.tokenRequest(
       provider,
       { grant_type: 'refresh_token', refresh_token: refreshToken },
       policy,
-      deadline,
+      limits,
     );
+  }
+
+  /** The client secret, read before a refresh is sent (so its cost counts before the point of no return). */
+  async prepare(provider: ProviderDefinition): Promise<void> {
+    this.secrets.clientId(provider);
+    await this.secrets.clientSecret(provider);
   }
 
   /** RFC 7009 revocation, where the CRM has an endpoint. Failures are reported, not thrown. */

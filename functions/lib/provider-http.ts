@@ -74,6 +74,45 @@ async function readCapped(response: Response, maxBytes: number): Promise<string>
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** How one request may be retried and for how long. */
+export interface RequestLimits {
+  /** Epoch ms: no attempt runs and no wait lasts past it (calls that cannot burn a grant). */
+  deadline?: number;
+  /** Epoch ms: no new attempt starts after it, but a started attempt gets its whole timeout (refreshes). */
+  startAttemptsBy?: number;
+  /** Timeout of one attempt; the client's default when absent. */
+  timeoutMs?: number;
+  /**
+   * Retry after an answer lost once the request may have reached the CRM (a timeout, a connection
+   * dropped after sending, a gateway's 502/504)? False for a refresh at a CRM that rotates refresh
+   * tokens: the retry would present the token the CRM may just have rotated away (security.md row 18).
+   */
+  retryAmbiguous?: boolean;
+}
+
+/** Network errors raised before the request could have left this machine: safe to retry for anything. */
+const NOT_SENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+const neverSent = (err: unknown): boolean => {
+  const code = (err as { cause?: { code?: unknown } } | undefined)?.cause?.code;
+  return typeof code === 'string' && NOT_SENT_CODES.has(code);
+};
+/** Gateway answers: the CRM behind the gateway may have processed the request. */
+const isGatewayStatus = (status: number): boolean => status === 502 || status === 504;
+
+/** No usable answer came, after the request may have reached the CRM: the CRM may have committed it. */
+export class OutcomeUnknown extends ProviderUnavailable {
+  constructor(options?: { cause?: unknown }) {
+    super('The CRM may have processed the request, but its answer was lost', undefined, options);
+  }
+}
+
 export class ProviderHttp {
   private readonly fetch: typeof fetch;
   private readonly sleep: (ms: number) => Promise<void>;
@@ -90,22 +129,27 @@ export class ProviderHttp {
   }
 
   /**
-   * One request, retried per `policy` while the answer is transient and the
-   * `deadline` (epoch ms) allows. Returns the last response, whatever its
-   * status; throws `ProviderUnavailable` when no usable answer came.
+   * One request, retried per `policy` while the answer is transient and `limits`
+   * allow. Returns the last response, whatever its status; throws
+   * `ProviderUnavailable` when no usable answer came (`OutcomeUnknown` when the
+   * CRM may have processed the request and no retry was allowed).
    */
   async request(
     url: string,
     init: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string },
     policy: RetryPolicy = noRetry,
-    deadline = Number.POSITIVE_INFINITY,
+    limits: RequestLimits = {},
   ): Promise<ProviderResponse> {
+    const deadline = limits.deadline ?? Number.POSITIVE_INFINITY;
+    const startBy = limits.startAttemptsBy ?? Number.POSITIVE_INFINITY;
+    const attemptTimeout = limits.timeoutMs ?? this.options.timeoutMs;
+    const retryAmbiguous = limits.retryAmbiguous ?? true;
     let lastError: unknown;
     for (let attempt = 1; ; attempt++) {
-      const remaining = deadline - this.now();
-      const timeout = Math.min(this.options.timeoutMs, remaining);
-      if (timeout <= 0) break;
+      const timeout = Math.min(attemptTimeout, deadline - this.now());
+      if (timeout <= 0 || (attempt > 1 && this.now() > startBy)) break;
       let retryAfter: number | undefined;
+      let ambiguous: boolean;
       try {
         const response = await this.fetch(url, {
           method: init.method,
@@ -124,18 +168,21 @@ export class ProviderHttp {
         if (!isTransientStatus(response.status))
           return { status: response.status, headers: response.headers, json };
         retryAfter = retryAfterSeconds(response.headers, this.now());
+        ambiguous = isGatewayStatus(response.status);
         lastError = new ProviderUnavailable(`CRM answered ${response.status}`, retryAfter);
       } catch (err) {
-        // Network error, timeout, or oversized body: transient.
+        // Network error, timeout, or oversized body: transient, and ambiguous unless it never left.
+        ambiguous = !neverSent(err);
         lastError = err;
       }
+      if (ambiguous && !retryAmbiguous) throw new OutcomeUnknown({ cause: lastError });
       if (attempt >= policy.maxAttempts) break;
       const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
       const delay = Math.max(
         retryAfter !== undefined ? retryAfter * 1000 : 0,
         backoff * (0.5 + this.random() / 2),
       );
-      if (this.now() + delay >= deadline) break;
+      if (this.now() + delay >= deadline || this.now() + delay > startBy) break;
       await this.sleep(delay);
     }
     if (lastError instanceof ProviderUnavailable) throw lastError;

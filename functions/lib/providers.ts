@@ -46,6 +46,12 @@ export interface ProviderDefinition {
   readonly tokenRequestEncoding: 'form' | 'json';
   /** Whether tokens expire and can be refreshed (Copper's do neither). */
   readonly refreshable: boolean;
+  /**
+   * `rotates` or `unknown`: a refresh whose answer is lost must not be retried, since the retry
+   * would present a refresh token the CRM may have rotated away (and revoke the grant for it).
+   * Only `never` (proven not to rotate) allows that retry.
+   */
+  readonly refreshTokenRotation: 'rotates' | 'unknown' | 'never';
   /** Which token the revoke endpoint is given. */
   readonly revokeToken: 'refresh_token' | 'access_token';
   /** Whether the revoke request carries the client credentials (Close) or just the token (Capsule). */
@@ -108,6 +114,8 @@ export const providerData: Readonly<Record<ProviderId, ProviderData>> = {
     pkce: false,
     tokenRequestEncoding: 'form',
     refreshable: false,
+    // No refresh tokens at all; nothing proven either way.
+    refreshTokenRotation: 'unknown',
     revokeToken: 'access_token',
     revokeWithClientCredentials: false,
     apiHeaders: { 'X-PW-Application': 'developer_api', 'Content-Type': 'application/json' },
@@ -136,6 +144,8 @@ export const providerData: Readonly<Record<ProviderId, ProviderData>> = {
     pkce: false,
     tokenRequestEncoding: 'form',
     refreshable: true,
+    // "Always store the most recent version" (providers.md): may rotate.
+    refreshTokenRotation: 'unknown',
     revokeToken: 'refresh_token',
     revokeWithClientCredentials: false,
     apiHeaders: { Accept: 'application/json' },
@@ -168,6 +178,8 @@ export const providerData: Readonly<Record<ProviderId, ProviderData>> = {
     pkce: true,
     tokenRequestEncoding: 'form',
     refreshable: true,
+    // Each refresh returns a new refresh token and revokes the old one.
+    refreshTokenRotation: 'rotates',
     revokeToken: 'refresh_token',
     revokeWithClientCredentials: true,
     apiHeaders: { Accept: 'application/json' },

@@ -1,18 +1,22 @@
 /**
  * The scheduled refresh: visits only the connections whose due time has come,
  * found through the sparse, sharded `byDueTime` index (never a Scan), with
- * bounded concurrency inside a time budget; whatever is left waits for the next run.
+ * bounded concurrency. The run's budget decides only when to stop *starting*
+ * refreshes: every refresh started runs to its end (security.md row 18);
+ * whatever is left waits for the next run.
  */
 import { QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Deps } from './deps.ts';
 import { errorFields } from './logger.ts';
 import { DUE_INDEX, DUE_SHARDS, keys } from './table.ts';
-import { refreshConnection } from './tokens.ts';
+import { RefreshInProgress, refreshConnection } from './tokens.ts';
 import type { ConnectionRecord } from './store.ts';
 
 export interface ScheduledRunOptions {
-  /** Stop starting refreshes after this many ms. */
+  /** Stop starting refreshes after this many ms (started ones run to their end). */
   budgetMs: number;
+  /** Epoch ms by which the function must be done; a refresh starts only if its worst case fits before it. */
+  deadline?: number;
   concurrency?: number;
   /** Most due connections read in one run. */
   maxConnections?: number;
@@ -127,10 +131,16 @@ export async function runScheduledRefresh(
           summary.skipped++;
           continue;
         }
-        await refreshConnection(deps, connection, { satisfied: (c) => !stillDue(c), deadline: stopAt });
+        // No deadline of the run's own reaches the refresh; a lease someone else holds is theirs to finish.
+        await refreshConnection(deps, connection, {
+          satisfied: (c) => !stillDue(c),
+          deadline: options.deadline,
+          waitForOthers: false,
+        });
         summary.refreshed++;
       } catch (err) {
         if ((err as Error).name === 'NeedsReauth') summary.needsReauth++;
+        else if (err instanceof RefreshInProgress) summary.skipped++;
         else {
           summary.failed++;
           deps.logger.warn('scheduled refresh failed', { connectionId: id, ...errorFields(err) });

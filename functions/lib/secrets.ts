@@ -6,6 +6,7 @@
  */
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Config } from './config.ts';
+import { awsClientOptions } from './aws-clients.ts';
 import { ConfigError } from './errors.ts';
 import type { ClientSecrets } from './oauth.ts';
 import type { ProviderDefinition, ProviderId } from './providers.ts';
@@ -15,7 +16,8 @@ export class ConfiguredClientSecrets implements ClientSecrets {
 
   constructor(
     private readonly config: Config,
-    private readonly secretsManager: () => SecretsManagerClient = () => new SecretsManagerClient({}),
+    private readonly secretsManager: () => SecretsManagerClient = () =>
+      new SecretsManagerClient(awsClientOptions()),
   ) {}
 
   clientId(provider: ProviderDefinition): string {

@@ -63,6 +63,12 @@ export interface ConnectionRecord {
   updatedAt: number;
   /** Incremented by every token write; a refresh writes only if it is unchanged. */
   version: number;
+  /**
+   * Random id of the authorization (grant) the tokens belong to: set by each connect, kept by
+   * refreshes. A refresh result for another grant than the stored one was superseded by a
+   * reconnect. Absent on items stored before it existed.
+   */
+  grantId?: string;
   /** Refresh lease: who holds it and until when (epoch ms). */
   leaseOwner?: string;
   leaseUntil?: number;
@@ -215,12 +221,15 @@ export class Store {
 
   /**
    * Creates the connection, or replaces the tokens of an existing one for the
-   * same owner, provider and account (re-connecting keeps the `connectionId`).
-   * Returns whether it existed before.
+   * same owner, provider and account (re-connecting keeps the `connectionId`),
+   * only if the item is still as the caller last read it: absent (`expected`
+   * undefined) or at `expected.version`. Returns the stored record, or
+   * undefined when the condition failed.
    */
   async upsertConnection(
     record: Omit<ConnectionRecord, 'createdAt' | 'version' | 'leaseOwner' | 'leaseUntil'>,
-  ): Promise<{ created: boolean; connection: ConnectionRecord }> {
+    expected: { version: number } | undefined,
+  ): Promise<ConnectionRecord | undefined> {
     // createdAt and version are set by the expression itself; a lease never survives a reconnect.
     const { connectionId, ...given } = record as ConnectionRecord;
     const { createdAt: _c, version: _v, leaseOwner: _o, leaseUntil: _u, ...fields } = given;
@@ -235,23 +244,31 @@ export class Store {
       },
       ['createdAt = if_not_exists(createdAt, :updatedAt)', 'version = if_not_exists(version, :zero) + :one'],
     );
-    const out = await this.db.send(
-      new UpdateItemCommand({
-        TableName: this.tableName,
-        Key: marshall(keys.connection(connectionId)),
-        UpdateExpression: update.expression,
-        ExpressionAttributeNames: update.names,
-        ExpressionAttributeValues: marshall(
-          { ...update.values, ':zero': 0, ':one': 1 },
-          { removeUndefinedValues: true },
-        ),
-        ReturnValues: 'ALL_NEW',
-      }),
-    );
-    const connection = toConnection(unmarshall(out.Attributes ?? {}));
-    // Not `version === 1`: an SDK retry of a write that landed bumps the version again, but it resends
-    // the same `updatedAt`, so a first write is still recognised by `createdAt === updatedAt`.
-    return { created: connection.createdAt === connection.updatedAt, connection };
+    try {
+      const out = await this.db.send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.connection(connectionId)),
+          UpdateExpression: update.expression,
+          ConditionExpression: expected ? 'version = :expectedVersion' : 'attribute_not_exists(pk)',
+          ExpressionAttributeNames: update.names,
+          ExpressionAttributeValues: marshall(
+            {
+              ...update.values,
+              ':zero': 0,
+              ':one': 1,
+              ...(expected ? { ':expectedVersion': expected.version } : {}),
+            },
+            { removeUndefinedValues: true },
+          ),
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return toConnection(unmarshall(out.Attributes ?? {}));
+    } catch (err) {
+      if (isConditionFailure(err)) return undefined;
+      throw err;
+    }
   }
 
   /**

@@ -1,30 +1,41 @@
 /**
  * The token lifecycle: hand out a valid access token, refreshing first when it
  * would not stay valid long enough, with at most one refresh per connection at
- * a time across every caller and the scheduler (security.md rows 9-12).
+ * a time across every caller and the scheduler (security.md rows 9-12), and a
+ * refresh, once sent, run to its end and stored (rows 18-20; the timeline is in
+ * timeline.ts).
  */
 import { randomUUID } from 'node:crypto';
-import { type StoredTokens, tokenContext } from './connect-flow.ts';
 import type { Deps } from './deps.ts';
-import { ConnectionNotFound, NeedsReauth, ProviderUnavailable } from './errors.ts';
+import {
+  BrokerUnavailable,
+  ConnectionNotFound,
+  NeedsReauth,
+  ProviderUnavailable,
+  isDependencyFailure,
+} from './errors.ts';
 import type { BrokerEventType } from './events.ts';
+import { revokeGrant } from './grants.ts';
 import { errorFields } from './logger.ts';
 import { TokenEndpointRejected } from './oauth.ts';
-import { ProviderProtocolError, type RetryPolicy } from './provider-http.ts';
+import { OutcomeUnknown, ProviderProtocolError, type RetryPolicy } from './provider-http.ts';
 import type { ProviderDefinition, ProviderId } from './providers.ts';
 import { dueSlot } from './schedule.ts';
 import type { ConnectionRecord } from './store.ts';
+import {
+  AFTER_SEND_MAX_MS,
+  LEASE_MS,
+  LEASE_SAFETY_MS,
+  REFRESH_ATTEMPT_TIMEOUT_MS,
+  REFRESH_CALL_MAX_MS,
+  STORE_ATTEMPT_MAX_MS,
+  STORE_RESULT_MAX_MS,
+} from './timeline.ts';
+import { type StoredTokens, tokenContext, tokenExpiry } from './token-set.ts';
 
-/** How long a refresh lease is held at most; a crashed holder's lease lapses after it. */
-export const LEASE_MS = 30_000;
-/** A refresh must finish this long before its lease lapses, so nobody else can start one meanwhile. */
-const LEASE_SAFETY_MS = 5_000;
-/** Refresh calls: 3 attempts, 200 ms doubling to at most 2 s, plus `Retry-After`. */
+export { LEASE_MS } from './timeline.ts';
+/** Refresh calls: 3 attempts, 200 ms doubling to at most 2 s, plus `Retry-After`, inside `REFRESH_CALL_MAX_MS`. */
 export const REFRESH_RETRY: RetryPolicy = { maxAttempts: 3, baseDelayMs: 200, maxDelayMs: 2_000 };
-/** Attempts at storing a refreshed token set before giving up loudly. */
-const STORE_ATTEMPTS = 4;
-/** How long a caller that lost the race waits for the winner's result. */
-const WAIT_FOR_WINNER_MS = LEASE_MS;
 const POLL_MS = 50;
 /** Backoff between scheduler runs for a connection whose refreshes keep failing: capped at 6 hours. */
 const MAX_BACKOFF_MS = 6 * 3600_000;
@@ -43,7 +54,11 @@ export interface FetchRequest {
   connectionId: string;
   minValiditySeconds: number;
   forceRefresh: boolean;
-  /** Epoch ms by which the call must be answered (the Lambda's remaining time, less a margin). */
+  /**
+   * Epoch ms by which the calling function must be done. It decides whether a
+   * refresh may start and how long to wait for someone else's; it never cuts a
+   * refresh that was sent.
+   */
   deadline?: number;
 }
 
@@ -92,7 +107,18 @@ export async function fetchToken(deps: Deps, request: FetchRequest): Promise<Tok
 export interface RefreshOptions {
   /** True when the connection no longer needs this refresh (someone else's refresh already did it). */
   satisfied: (c: ConnectionRecord) => boolean;
+  /** Epoch ms by which the calling function must be done (see `FetchRequest.deadline`). */
   deadline?: number | undefined;
+  /** Wait for a refresh someone else holds and use its result (default), or leave it to them. */
+  waitForOthers?: boolean;
+}
+
+/** Someone else holds the connection's refresh lease, and the caller chose not to wait. */
+export class RefreshInProgress extends Error {
+  constructor() {
+    super('another refresh of this connection is in progress');
+    this.name = 'RefreshInProgress';
+  }
 }
 
 /**
@@ -106,7 +132,7 @@ export async function refreshConnection(
   options: RefreshOptions,
 ): Promise<ConnectionRecord> {
   const owner = randomUUID();
-  const deadline = options.deadline ?? deps.now() + WAIT_FOR_WINNER_MS;
+  const deadline = options.deadline ?? deps.now() + LEASE_MS;
   for (;;) {
     const held = await deps.store.acquireRefreshLease(connection.connectionId, owner, deps.now(), LEASE_MS);
     if (held) {
@@ -114,14 +140,7 @@ export async function refreshConnection(
       let result: ConnectionRecord | undefined;
       try {
         if (held.status === 'needs_reauth') throw new NeedsReauth();
-        result = options.satisfied(held)
-          ? held
-          : await refreshHoldingLease(
-              deps,
-              held,
-              owner,
-              Math.min(deadline, deps.now() + LEASE_MS - LEASE_SAFETY_MS),
-            );
+        result = options.satisfied(held) ? held : await refreshHoldingLease(deps, held, owner, deadline);
         return result;
       } finally {
         // A stored refresh result gave the lease back in the same write: nothing left to release.
@@ -132,14 +151,15 @@ export async function refreshConnection(
         }
       }
     }
+    if (options.waitForOthers === false) throw new RefreshInProgress();
     // Someone else holds the lease: wait for their result instead of refreshing again.
     const seen = await waitForLeaseRelease(deps, connection.connectionId, deadline);
     if (!seen) throw new ConnectionNotFound();
     if (seen.status === 'needs_reauth') throw new NeedsReauth();
     if (options.satisfied(seen)) return seen;
     if (seen.version === connection.version && seen.refreshFailures > connection.refreshFailures) {
-      // The winner's refresh failed transiently: don't hammer the CRM again.
-      throw new ProviderUnavailable();
+      // The winner's refresh failed: don't hammer the CRM again; say what it said.
+      throw seen.lastError === 'provider_unavailable' ? new ProviderUnavailable() : new BrokerUnavailable();
     }
     if (deps.now() >= deadline) throw new ProviderUnavailable('Timed out waiting for a refresh in progress');
     connection = seen;
@@ -172,6 +192,11 @@ async function publish(deps: Deps, type: BrokerEventType, c: ConnectionRecord, r
   });
 }
 
+/**
+ * The refresh itself, holding the lease: read what is needed, send the refresh
+ * only if everything after it fits in the lease and the caller's function, then
+ * run it to its end and store the result, whatever happens to the callers.
+ */
 async function refreshHoldingLease(
   deps: Deps,
   held: ConnectionRecord,
@@ -179,7 +204,13 @@ async function refreshHoldingLease(
   deadline: number,
 ): Promise<ConnectionRecord> {
   const provider = deps.config.providers[held.provider];
-  const tokens = await decryptTokens(deps, held);
+  let tokens: StoredTokens;
+  try {
+    tokens = await decryptTokens(deps, held);
+    if (tokens.refreshToken) await deps.oauth.prepare(provider);
+  } catch (err) {
+    return failRefresh(deps, held, owner, err);
+  }
 
   if (!tokens.refreshToken) {
     // Nothing to refresh with. A token that never expires (Copper) is verified instead.
@@ -189,37 +220,32 @@ async function refreshHoldingLease(
     return verifyHoldingLease(deps, held, owner, provider, tokens.accessToken);
   }
 
+  // The point of no return: past it, nothing of ours may cut the refresh short (security.md row 18).
+  const sentAt = deps.now();
+  const mustEndBy = Math.min((held.leaseUntil ?? sentAt) - LEASE_SAFETY_MS, deadline);
+  if (sentAt + AFTER_SEND_MAX_MS > mustEndBy) {
+    throw new BrokerUnavailable('Not enough time left to run a refresh to its end; retry');
+  }
   let answer;
   try {
-    answer = await deps.oauth.refresh(provider, tokens.refreshToken, REFRESH_RETRY, deadline);
+    answer = await deps.oauth.refresh(provider, tokens.refreshToken, REFRESH_RETRY, {
+      timeoutMs: REFRESH_ATTEMPT_TIMEOUT_MS,
+      startAttemptsBy: sentAt + REFRESH_CALL_MAX_MS - REFRESH_ATTEMPT_TIMEOUT_MS,
+      retryAmbiguous: provider.refreshTokenRotation === 'never',
+    });
   } catch (err) {
-    if (err instanceof TokenEndpointRejected) {
-      return markNeedsReauth(
-        deps,
-        held,
-        owner,
-        err.oauthError === 'invalid_grant' ? 'invalid_grant' : 'refresh_rejected',
-      );
-    }
-    if (err instanceof ProviderUnavailable || err instanceof ProviderProtocolError) {
-      await recordTransientFailure(deps, held, owner);
-      throw err instanceof ProviderUnavailable
-        ? err
-        : new ProviderUnavailable(undefined, undefined, { cause: err });
-    }
-    throw err;
+    return failRefresh(deps, held, owner, err);
   }
 
   // Rotation: store the new refresh token when the CRM sent one, keep the old one when it did not.
-  const now = deps.now();
-  const next: StoredTokens = {
+  const received: StoredTokens = {
     accessToken: answer.access_token,
     refreshToken: answer.refresh_token ?? tokens.refreshToken,
   };
-  const expiresAt = answer.expires_in !== undefined ? now + answer.expires_in * 1000 : null;
-  const issuedLifetimeSeconds = answer.expires_in ?? null;
-  const fields = {
-    tokens: await deps.envelope.encrypt(JSON.stringify(next), tokenContext(held)),
+  const now = deps.now();
+  const { expiresAt, issuedLifetimeSeconds } = tokenExpiry(now, answer.expires_in);
+  const fields = async () => ({
+    tokens: await deps.envelope.encrypt(JSON.stringify(received), tokenContext(held)),
     expiresAt,
     issuedLifetimeSeconds,
     lastRefreshedAt: now,
@@ -230,32 +256,39 @@ async function refreshHoldingLease(
     leaseOwner: undefined,
     leaseUntil: undefined,
     ...dueSlot(deps.config, held.connectionId, { expiresAt, refreshable: true, now, issuedLifetimeSeconds }),
-  };
-  const stored = await storeRefreshResult(deps, held, owner, fields);
+  });
+  const stored = await storeRefreshResult(deps, held, owner, fields, received);
   if (held.refreshFailures > 0) await publish(deps, 'connection.recovered', stored);
   deps.metrics.count('TokensRefreshed');
   deps.logger.info('token refreshed', { connectionId: held.connectionId, provider: held.provider });
   return stored;
 }
 
+type ResultFields = Parameters<Deps['store']['updateConnection']>[1] & { lastRefreshedAt: number };
+
 /**
- * Writes a refresh result only if the version is unchanged and the lease is ours;
- * retries failed writes, since a rotated refresh token that is not stored is a
- * grant lost (security.md row 12).
+ * Writes a refresh result only if the version is unchanged and the lease is
+ * ours; retries failed writes (encrypting included) for `STORE_RESULT_MAX_MS`,
+ * since a rotated refresh token that is not stored is a grant lost (row 12). A
+ * result for a connection deleted or reconnected meanwhile is revoked (row 20).
  */
 async function storeRefreshResult(
   deps: Deps,
   held: ConnectionRecord,
   owner: string,
-  fields: Parameters<Deps['store']['updateConnection']>[1],
+  build: () => Promise<ResultFields>,
+  received: StoredTokens,
 ): Promise<ConnectionRecord> {
+  const storeBy = deps.now() + STORE_RESULT_MAX_MS;
+  let fields: ResultFields | undefined;
   let lastError: unknown;
   // While the lease is ours, the write requires it; once we see it lapsed with the version unchanged
   // (no new refresh has been stored), the version alone guards the write: the rotated refresh token
   // we hold may be the only live one, and storing it beats dropping it.
   let requireLease = true;
-  for (let attempt = 1; attempt <= STORE_ATTEMPTS; attempt++) {
+  for (let attempt = 1; attempt === 1 || deps.now() + STORE_ATTEMPT_MAX_MS <= storeBy; attempt++) {
     try {
+      fields ??= await build();
       const written = await deps.store.updateConnection(held.connectionId, fields, {
         expectedVersion: held.version,
         ...(requireLease ? { leaseOwner: owner } : {}),
@@ -264,8 +297,18 @@ async function storeRefreshResult(
       if (written) return written;
       // Condition failed: did an earlier attempt of ours land after all (its answer lost)?
       const current = await deps.store.getConnection(held.connectionId);
-      if (!current) throw new ConnectionNotFound();
-      if (current.version === held.version + 1 && current.lastRefreshedAt === fields.lastRefreshedAt) {
+      if (!current) {
+        deps.logger.warn('refresh finished for a deleted connection; revoking what it received', {
+          connectionId: held.connectionId,
+        });
+        await revokeGrant(deps, held, received, 'deleted_result');
+        throw new ConnectionNotFound();
+      }
+      if (
+        current.version === held.version + 1 &&
+        current.grantId === held.grantId &&
+        current.lastRefreshedAt === fields.lastRefreshedAt
+      ) {
         return current;
       }
       if (current.version === held.version && requireLease) {
@@ -275,16 +318,24 @@ async function storeRefreshResult(
         requireLease = false;
         continue;
       }
-      // The connection was re-connected or refreshed meanwhile: that newer grant supersedes this result.
-      deps.logger.warn('refresh result discarded: connection changed meanwhile', {
-        connectionId: held.connectionId,
-      });
+      if (current.grantId !== held.grantId) {
+        // Reconnected meanwhile: the new grant supersedes this one, which must not stay alive at the CRM.
+        deps.logger.warn('refresh finished for a replaced grant; revoking what it received', {
+          connectionId: held.connectionId,
+        });
+        await revokeGrant(deps, held, received, 'superseded_result');
+      } else {
+        // Another refresh of this same grant was stored (our lease had lapsed): revoking would kill it.
+        deps.logger.warn('refresh result discarded: a newer refresh of the grant was stored', {
+          connectionId: held.connectionId,
+        });
+      }
       if (current.status === 'needs_reauth') throw new NeedsReauth();
       return current;
     } catch (err) {
       if (err instanceof ConnectionNotFound || err instanceof NeedsReauth) throw err;
       lastError = err;
-      await deps.sleep(100 * 2 ** attempt);
+      await deps.sleep(Math.min(100 * 2 ** attempt, 2_000));
     }
   }
   deps.metrics.count('RefreshResultsLost');
@@ -297,9 +348,7 @@ async function storeRefreshResult(
       ...errorFields(lastError),
     },
   );
-  throw new ProviderUnavailable('The refreshed token could not be stored; retry later', undefined, {
-    cause: lastError,
-  });
+  throw new BrokerUnavailable('The refreshed token could not be stored; retry later', { cause: lastError });
 }
 
 async function markNeedsReauth(
@@ -329,29 +378,104 @@ async function markNeedsReauth(
   throw new NeedsReauth();
 }
 
-async function recordTransientFailure(deps: Deps, held: ConnectionRecord, owner: string): Promise<void> {
+/**
+ * Why a refresh failed while the grant may well be alive (interface.md's table):
+ * - `provider_unavailable`: the CRM failed, refused in a way that says nothing
+ *   about the grant, or its answer was lost; backoff, `ProviderUnavailable`;
+ * - `client_rejected`: the CRM refused the broker's client credentials (an operator mistake);
+ * - `request_rejected`: the CRM refused what the broker sent (a broker bug or a CRM change);
+ * - `broker_unavailable`: the table, key service or secret store failed; heals by itself;
+ * - `broker_error`: the stored tokens cannot be read, or the configuration is wrong; will not heal
+ *   by itself, so it waits the longest backoff instead of being retried every run.
+ * All but the first answer `BrokerUnavailable`, and every one but the first and fourth raises an alarm.
+ */
+type FailureReason =
+  'provider_unavailable' | 'client_rejected' | 'request_rejected' | 'broker_unavailable' | 'broker_error';
+
+function classifyFailure(err: unknown): FailureReason {
+  if (err instanceof TokenEndpointRejected) {
+    if (err.refusal === 'client_rejected') return 'client_rejected';
+    if (err.refusal === 'request_rejected') return 'request_rejected';
+    return 'provider_unavailable';
+  }
+  if (err instanceof ProviderUnavailable || err instanceof ProviderProtocolError)
+    return 'provider_unavailable';
+  if (err instanceof BrokerUnavailable || isDependencyFailure(err)) return 'broker_unavailable';
+  return 'broker_error';
+}
+
+/** A refresh (or verification) failed: a dead grant is marked so; anything else is kept, backed off and reported. */
+async function failRefresh(deps: Deps, held: ConnectionRecord, owner: string, err: unknown): Promise<never> {
+  if (err instanceof TokenEndpointRejected && err.refusal === 'grant_dead') {
+    return markNeedsReauth(deps, held, owner, 'invalid_grant');
+  }
+  const reason = classifyFailure(err);
+  if (err instanceof OutcomeUnknown) {
+    deps.metrics.count('RefreshOutcomesUnknown');
+    deps.logger.warn('refresh answer lost after it may have reached the CRM; not retried', {
+      connectionId: held.connectionId,
+      provider: held.provider,
+    });
+  }
+  await recordFailure(deps, held, owner, reason, err);
+  if (reason === 'provider_unavailable') {
+    throw err instanceof ProviderUnavailable
+      ? err
+      : new ProviderUnavailable(undefined, undefined, { cause: err });
+  }
+  throw new BrokerUnavailable(
+    reason === 'client_rejected' ? "The CRM refused the broker's client credentials; retry later" : undefined,
+    { cause: err },
+  );
+}
+
+const ALARM_METRIC = {
+  client_rejected: 'ClientCredentialsRejected',
+  request_rejected: 'TokenRequestsRejected',
+  broker_error: 'RefreshBrokerErrors',
+} as const;
+
+/** Moves the connection's due time forward with backoff (no poison items) and reports the failure. */
+async function recordFailure(
+  deps: Deps,
+  held: ConnectionRecord,
+  owner: string,
+  reason: FailureReason,
+  err: unknown,
+): Promise<void> {
   const failures = held.refreshFailures + 1;
   const now = deps.now();
-  const backoff = Math.min(MAX_BACKOFF_MS, deps.config.refreshIntervalSeconds * 1000 * 2 ** (failures - 1));
+  const backoff =
+    reason === 'broker_error'
+      ? MAX_BACKOFF_MS
+      : Math.min(MAX_BACKOFF_MS, deps.config.refreshIntervalSeconds * 1000 * 2 ** (failures - 1));
   const next = now + backoff * (0.75 + Math.random() / 2);
   const updated = await deps.store
     .updateConnection(
       held.connectionId,
       {
         refreshFailures: failures,
-        lastError: 'provider_unavailable',
+        lastError: reason,
         updatedAt: now,
         ...(held.duePk ? { dueAt: Math.floor(next / 1000) } : {}),
       },
       { expectedVersion: held.version, leaseOwner: owner },
     )
-    .catch((err) => {
-      deps.logger.warn('could not record refresh failure', errorFields(err));
+    .catch((writeErr) => {
+      deps.logger.warn('could not record refresh failure', errorFields(writeErr));
       return undefined;
     });
   deps.metrics.count('RefreshFailures');
-  deps.logger.warn('refresh failed, will retry later', { connectionId: held.connectionId, failures });
-  if (updated) await publish(deps, 'connection.refresh_failed', updated, 'provider_unavailable');
+  if (reason in ALARM_METRIC) deps.metrics.count(ALARM_METRIC[reason as keyof typeof ALARM_METRIC]);
+  const log = reason === 'provider_unavailable' || reason === 'broker_unavailable' ? 'warn' : 'error';
+  deps.logger[log]('refresh failed, connection kept; will retry later', {
+    connectionId: held.connectionId,
+    provider: held.provider,
+    reason,
+    failures,
+    ...errorFields(err),
+  });
+  if (updated) await publish(deps, 'connection.refresh_failed', updated, reason);
 }
 
 /** A token that never expires can still be dead: the CRM's identity call tells (a 401 means re-authorize). */
@@ -366,10 +490,7 @@ async function verifyHoldingLease(
   try {
     alive = await deps.oauth.verifyAccessToken(provider, accessToken);
   } catch (err) {
-    await recordTransientFailure(deps, held, owner);
-    throw err instanceof ProviderUnavailable
-      ? err
-      : new ProviderUnavailable(undefined, undefined, { cause: err });
+    return failRefresh(deps, held, owner, err);
   }
   if (!alive) return markNeedsReauth(deps, held, owner, 'token_rejected');
   const now = deps.now();

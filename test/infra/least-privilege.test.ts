@@ -75,12 +75,13 @@ const expected: Record<FunctionName, Statement[]> = {
   // beginAuthorization -> consumeSession (conditional DeleteItem), putState (PutItem); the CRM URL needs only the client id.
   authorize: [ownLogs('authorize'), tableItems('DeleteItem', 'PutItem'), tableAtRest],
   // completeAuthorization -> consumeState (DeleteItem), exchangeCode (client secret), envelope.encrypt
-  // (GenerateDataKey), upsertConnection (UpdateItem), connection.created/reconnected events. Never decrypts.
+  // (GenerateDataKey), getConnection (GetItem) + conditional upsertConnection (UpdateItem), decrypt of the
+  // replaced grant to revoke it (security.md row 20), connection.created/reconnected events.
   callback: [
     ownLogs('callback'),
-    tableItems('DeleteItem', 'UpdateItem'),
+    tableItems('DeleteItem', 'GetItem', 'UpdateItem'),
     tableAtRest,
-    tokenEnvelopes('GenerateDataKey'),
+    tokenEnvelopes('Decrypt', 'GenerateDataKey'),
     clientSecrets,
     publishEvents,
   ],
@@ -94,11 +95,12 @@ const expected: Record<FunctionName, Statement[]> = {
     clientSecrets,
     publishEvents,
   ],
-  // list (Query byOwner), get (GetItem), delete: decrypt for the CRM revoke (Close sends client
-  // credentials), deleteConnection (DeleteItem), connection.deleted. Never writes tokens.
+  // list (Query byOwner), get (GetItem), delete: the refresh lease (UpdateItem) to wait out a refresh in
+  // progress, decrypt for the CRM revoke (Close sends client credentials), deleteConnection (DeleteItem),
+  // connection.deleted. Never writes tokens.
   connections: [
     ownLogs('connections'),
-    tableItems('DeleteItem', 'GetItem'),
+    tableItems('DeleteItem', 'GetItem', 'UpdateItem'),
     indexQuery('byOwner'),
     tableAtRest,
     tokenEnvelopes('Decrypt'),

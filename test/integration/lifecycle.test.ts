@@ -132,14 +132,25 @@ describe('row 10: a dead grant', () => {
     expect((got as any).value.status).toBe('needs_reauth');
   });
 
-  it('a 401 from the token endpoint is a dead grant too', async () => {
+  it('a 401 invalid_grant is a dead grant too', async () => {
     const id = await connected('close', 'owner-401');
-    proxy.failNext({ status: 401, body: '{"error":"invalid_client"}' });
+    proxy.failNext({ status: 401, body: '{"error":"invalid_grant"}' });
     expect(await fetchToken(id, { forceRefresh: true })).toMatchObject({
       ok: false,
       errorType: 'NeedsReauth',
     });
     expect((await record(id)).status).toBe('needs_reauth');
+  });
+
+  it("a 401 invalid_client is the broker's credentials, not the grant (row 19): active, BrokerUnavailable", async () => {
+    const id = await connected('close', 'owner-401-client');
+    proxy.failNext({ status: 401, body: '{"error":"invalid_client"}' });
+    expect(await fetchToken(id, { forceRefresh: true })).toMatchObject({
+      ok: false,
+      errorType: 'BrokerUnavailable',
+    });
+    expect(await record(id)).toMatchObject({ status: 'active', lastError: 'client_rejected' });
+    expect(await fetchToken(id, { forceRefresh: true })).toMatchObject({ ok: true });
   });
 });
 

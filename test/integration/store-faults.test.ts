@@ -59,7 +59,14 @@ afterEach(async () => {
 });
 
 /** What invokers may see: the contract's error types, or `InternalError` for anything unexpected. */
-const TYPED = ['InvalidRequest', 'ConnectionNotFound', 'NeedsReauth', 'ProviderUnavailable', 'InternalError'];
+const TYPED = [
+  'InvalidRequest',
+  'ConnectionNotFound',
+  'NeedsReauth',
+  'ProviderUnavailable',
+  'BrokerUnavailable',
+  'InternalError',
+];
 type Invoked = Awaited<ReturnType<TestBroker['invoke']>>;
 
 function expectTypedError(out: Invoked, errorType?: string): string {
@@ -144,7 +151,7 @@ describe('token-fetch: GetItem throttled or timing out', () => {
     ['ProvisionedThroughputExceededException', 'call'],
     ['ThrottlingException', 'call'],
   ])(
-    '%s on every SDK attempt (injected per %s): a typed error, tokens intact, still active, no CRM call',
+    '%s on every SDK attempt (injected per %s): BrokerUnavailable, tokens intact, still active, no CRM call',
     async (error, scope) => {
       const id = await connected(`owner-get-${error}`);
       const before = await item(id);
@@ -152,7 +159,10 @@ describe('token-fetch: GetItem throttled or timing out', () => {
       // Per attempt: the SDK's own retries all fail. Per call: the same outcome, without its backoff.
       const times = scope === 'attempt' ? await faults.maxAttempts() : 1;
       const fault = faults.arm({ command: 'GetItemCommand', match: onItems('CONN#'), error, scope, times });
-      expectTypedError(await broker.invoke('token-fetch', { connectionId: id, forceRefresh: true }));
+      expectTypedError(
+        await broker.invoke('token-fetch', { connectionId: id, forceRefresh: true }),
+        'BrokerUnavailable',
+      );
       expect(fault.fired).toBe(times);
       expect(await item(id)).toEqual(before);
       expect(closeCalls()).toEqual(calls);
@@ -219,7 +229,7 @@ describe("callback: the state's conditional DeleteItem times out", () => {
 });
 
 describe('refresh: the lease UpdateItem fails', () => {
-  it("throttled (the SDK's retries used up): a typed error, no CRM call, tokens intact, no lease left", async () => {
+  it("throttled (the SDK's retries used up): BrokerUnavailable, no CRM call, tokens intact, no lease left", async () => {
     const id = await connected('owner-lease-throttled');
     const before = await item(id);
     const calls = closeCalls();
@@ -229,7 +239,10 @@ describe('refresh: the lease UpdateItem fails', () => {
       error: 'ThrottlingException',
     });
 
-    expectTypedError(await broker.invoke('token-fetch', { connectionId: id, forceRefresh: true }));
+    expectTypedError(
+      await broker.invoke('token-fetch', { connectionId: id, forceRefresh: true }),
+      'BrokerUnavailable',
+    );
     expect(fault.fired).toBe(1);
     expect(closeCalls()).toEqual(calls);
     expect(await item(id)).toEqual(before);
@@ -335,7 +348,23 @@ describe('refresh: the token write after a successful refresh', () => {
     expect(closeCalls().refresh).toBe(calls.refresh + 2);
   });
 
-  it('throttled on all 4 write attempts: ProviderUnavailable, logged loudly, tokens intact, still active', async () => {
+  it('throttled on the first 4 write attempts: the write is retried within its budget and the rotated token stored', async () => {
+    const id = await connected('owner-write-late');
+    const calls = closeCalls();
+    const fault = faults.arm({
+      command: 'UpdateItemCommand',
+      match: tokenWrite,
+      error: 'ProvisionedThroughputExceededException',
+      times: 4,
+    });
+    const out = value(await broker.invoke('token-fetch', { connectionId: id, forceRefresh: true }));
+    expect(fault.fired).toBe(4);
+    expect(closeCalls().refresh).toBe(calls.refresh + 1);
+    expect((await storedTokens(id)).accessToken).toBe(out.accessToken);
+    expect((await item(id)).leaseOwner).toBeUndefined();
+  });
+
+  it('throttled on every write attempt for the whole store budget: BrokerUnavailable, logged loudly, tokens intact, still active', async () => {
     const id = await connected('owner-write-lost');
     const before = await item(id);
     const calls = closeCalls();
@@ -343,7 +372,7 @@ describe('refresh: the token write after a successful refresh', () => {
       command: 'UpdateItemCommand',
       match: tokenWrite,
       error: 'ProvisionedThroughputExceededException',
-      times: 4,
+      times: 100,
     });
     const written: string[] = [];
     const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
@@ -356,8 +385,9 @@ describe('refresh: the token write after a successful refresh', () => {
     } finally {
       spy.mockRestore();
     }
-    expectTypedError(out, 'ProviderUnavailable');
-    expect(fault.fired).toBe(4);
+    expectTypedError(out, 'BrokerUnavailable');
+    expect(fault.fired).toBeGreaterThan(4);
+    expect(fault.remaining).toBeGreaterThan(0);
     expect(closeCalls().refresh).toBe(calls.refresh + 1);
     const lost = written.filter((line) => line.includes('REFRESHED TOKENS NOT STORED'));
     expect(lost).toHaveLength(1);
@@ -379,7 +409,7 @@ describe('connect-session: PutItem fails', () => {
     'ThrottlingException',
     'TimeoutError',
     'ConditionalCheckFailedException',
-  ])('%s: InternalError, nothing written', async (error) => {
+  ])('%s: a typed error (BrokerUnavailable for a failing store), nothing written', async (error) => {
     const sessions = await itemsOf(broker, 'SESSION#');
     const fault = faults.arm({ command: 'PutItemCommand', match: onItems('SESSION#'), error });
     expectTypedError(
@@ -388,7 +418,8 @@ describe('connect-session: PutItem fails', () => {
         provider: 'close',
         returnTo: returnTo(),
       }),
-      'InternalError',
+      // A failed condition on a fresh random key is a bug, not a failing store.
+      error === 'ConditionalCheckFailedException' ? 'InternalError' : 'BrokerUnavailable',
     );
     expect(fault.fired).toBe(1);
     expect(await itemsOf(broker, 'SESSION#')).toEqual(sessions);

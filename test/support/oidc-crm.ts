@@ -47,6 +47,11 @@ export interface OidcCrm {
   setTokenLatency(ms: number): void;
   /** Replaces the client's registered redirect URIs (e.g. once the broker's port is known). */
   setRedirectUris(uris: string[]): Promise<void>;
+  /**
+   * Changes the client secret the CRM accepts (an operator rotated it at the CRM, or the broker is
+   * configured with a wrong one): the broker's requests then get 401 `invalid_client`.
+   */
+  setClientSecret(secret: string): Promise<void>;
   /** Revoke every grant (the user removed the app). */
   revokeAll(): Promise<void>;
   /** True if `accessToken` is currently valid at the server (RFC 7662 introspection). */
@@ -247,6 +252,8 @@ export async function startOidcCrm(opts: OidcCrmOptions): Promise<OidcCrm> {
   const organizationId = opts.organizationId ?? 'orga_oidc_crm';
   const clientId = `oidc_crm_client_${randomBytes(6).toString('hex')}`;
   const clientSecret = randomBytes(24).toString('base64url');
+  let acceptedSecret = clientSecret;
+  let registeredUris = opts.redirectUris;
   const store = new Store();
   const grants = new Set<string>();
   const calls = { authorization_code: 0, refresh_token: 0, reuseDetected: 0, identity: 0, revoke: 0 };
@@ -260,7 +267,7 @@ export async function startOidcCrm(opts: OidcCrmOptions): Promise<OidcCrm> {
 
   const clientMetadata = (redirectUris: string[]) => ({
     client_id: clientId,
-    client_secret: clientSecret,
+    client_secret: acceptedSecret,
     client_name: 'crm-oauth-broker test',
     application_type: 'web',
     token_endpoint_auth_method: 'client_secret_post',
@@ -270,6 +277,7 @@ export async function startOidcCrm(opts: OidcCrmOptions): Promise<OidcCrm> {
     id_token_signed_response_alg: 'ES256', // the only key (never used: no ID tokens)
   });
   const setRedirectUris = async (uris: string[]) => {
+    registeredUris = uris;
     // A client kept in the adapter (not the static `clients` list) is re-read on every request.
     store.items.set(`Client:${clientId}`, { payload: clientMetadata(uris), expiresAt: Infinity });
   };
@@ -519,6 +527,10 @@ export async function startOidcCrm(opts: OidcCrmOptions): Promise<OidcCrm> {
       latencyMs = ms;
     },
     setRedirectUris,
+    async setClientSecret(secret) {
+      acceptedSecret = secret;
+      await setRedirectUris(registeredUris);
+    },
     async revokeAll() {
       for (const grantId of grants) {
         await Promise.all([
@@ -538,7 +550,7 @@ export async function startOidcCrm(opts: OidcCrmOptions): Promise<OidcCrm> {
           token: accessToken,
           token_type_hint: 'access_token',
           client_id: clientId,
-          client_secret: clientSecret,
+          client_secret: acceptedSecret,
         }).toString(),
       });
       if (res.status !== 200) throw new Error(`introspection answered ${res.status}`);
