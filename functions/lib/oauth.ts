@@ -146,6 +146,8 @@ export function processTokenResponse(status: number, body: unknown): TokenRespon
 export interface ClientSecrets {
   clientId(provider: ProviderDefinition): string;
   clientSecret(provider: ProviderDefinition): Promise<string>;
+  /** Drops a cached secret, so the next request reads it again (after the CRM refused it). */
+  forget(): void;
 }
 
 export class OAuthClient {
@@ -175,7 +177,13 @@ export class OAuthClient {
       policy,
       limits,
     );
-    return processTokenResponse(response.status, response.json);
+    try {
+      return processTokenResponse(response.status, response.json);
+    } catch (err) {
+      // An operator may be fixing the secret right now: read it afresh next time, not at the next cold start.
+      if (err instanceof TokenEndpointRejected && err.refusal === 'client_rejected') this.secrets.forget();
+      throw err;
+    }
   }
 
   /** RFC 6749 §4.1.3. Not retried: an authorization code is single-use. */

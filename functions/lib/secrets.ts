@@ -2,7 +2,8 @@
  * CRM client credentials. Client ids come from the environment; client
  * secrets from the environment locally, or from one Secrets Manager secret
  * (`{ "copper": "...", "capsule": "...", "close": "..." }`) in AWS, read once
- * per cold start and cached.
+ * per cold start and cached until a CRM refuses them (`invalid_client`), so a
+ * secret an operator fixed is picked up by warm functions too.
  */
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Config } from './config.ts';
@@ -38,6 +39,10 @@ export class ConfiguredClientSecrets implements ClientSecrets {
     const secret = (await this.fromSecretsManager)[provider.id];
     if (!secret) throw new ConfigError(`the client secrets secret has no entry for ${provider.id}`);
     return secret;
+  }
+
+  forget(): void {
+    this.fromSecretsManager = undefined;
   }
 
   private async load(arn: string): Promise<Partial<Record<ProviderId, string>>> {
