@@ -295,13 +295,23 @@ describe('delete and reconnect leave no grant alive at the CRM (row 20)', () => 
 
     const refreshing = forceRefresh(connectionId);
     await expect.poll(() => crm.calls.refresh_token, { timeout: 10_000 }).toBe(1);
+    // The delete's own revocation fails (the CRM's revoke endpoint answers 503 once), so only the
+    // refresh can end the grant it received.
+    const matching = proxy.matching;
+    proxy.matching = (r) => r.path === '/oauth2/revoke/';
+    proxy.failNext({ status: 503 });
     // A delete whose function has little time left stops waiting for the lease after about a second.
     const deps = broker.server.deps;
     const deadline = Date.now() + 3 * AWS_CALL_MAX_MS + deps.config.providerTimeoutMs + 1_000;
-    await deleteConnection(deps, connectionId, deadline);
+    try {
+      await deleteConnection(deps, connectionId, deadline);
+    } finally {
+      proxy.matching = matching;
+    }
     const refreshed = await refreshing;
 
     expect(refreshed).toMatchObject({ ok: false, errorType: 'ConnectionNotFound' });
+    expect(crm.calls.revoke).toBe(1);
     await expectNothingLive();
     expect(crm.calls.reuseDetected).toBe(0);
     expect(LEASE_MS).toBeGreaterThan(4_000);
