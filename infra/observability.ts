@@ -24,6 +24,12 @@ export const emfMetricNames = [
   'TokensRefreshed',
   'RefreshFailures',
   'RefreshResultsLost',
+  'RefreshOutcomesUnknown',
+  'ClientCredentialsRejected',
+  'TokenRequestsRejected',
+  'RefreshBrokerErrors',
+  'GrantsRevoked',
+  'RevocationsFailed',
   'ScheduledRunDue',
   'ScheduledRunRefreshed',
   'ScheduledRunFailed',
@@ -113,7 +119,7 @@ export class Observability extends Construct {
       sum('RefreshFailures', Duration.minutes(15)).createAlarm(this, id, {
         alarmName: `${props.prefix}-token-refresh-failures`,
         alarmDescription:
-          'Token refreshes keep failing with CRM outages or rate limits (tokens stay stored, connections stay active).',
+          'Token refreshes keep failing, whatever the cause: mostly CRM outages or rate limits, also AWS dependency failures and the causes with alarms of their own. Tokens stay stored, connections stay active and are retried with backoff. The "refresh failed, connection kept" log entries give the reason and the provider.',
         threshold: 10,
         evaluationPeriods: 1,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -126,6 +132,52 @@ export class Observability extends Construct {
         alarmDescription:
           'A CRM rotated a refresh token and the broker could not store it: that connection will need re-authorization. Check DynamoDB health.',
         threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+    // Refresh failures that will not pass by themselves: alarmed on the first one.
+    alarm('ClientCredentialsRejected', (id) =>
+      sum('ClientCredentialsRejected').createAlarm(this, id, {
+        alarmName: `${props.prefix}-client-credentials-rejected`,
+        alarmDescription:
+          'A CRM refused the broker\'s own client credentials (invalid_client or unauthorized_client) on a refresh or a sign-in: every refresh and every new connection for that CRM fails until fixed. The "refresh failed" or "code exchange failed" log entries name the provider. Check the CRM client secret in Secrets Manager and the client id and app settings at the CRM. Connections are kept active and recover by themselves once the secret is right (at their next token fetch or scheduled refresh); no customer needs to reconnect. Functions cache the secret from their cold start, so warm ones keep the old value until Lambda replaces them; a deployment that updates the functions makes them read it again at once.',
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+    alarm('TokenRequestsRejected', (id) =>
+      sum('TokenRequestsRejected', Duration.minutes(15)).createAlarm(this, id, {
+        alarmName: `${props.prefix}-token-requests-rejected`,
+        alarmDescription:
+          'A CRM refused a refresh request as malformed (invalid_request, unsupported_grant_type or invalid_scope): a broker bug or a change at the CRM. Connections are kept active and retried with backoff, but keep failing until the cause is fixed. The "refresh failed, connection kept" log entries (reason request_rejected) give the provider and the CRM\'s answer; check the CRM\'s changelog and the provider definition.',
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+    alarm('RefreshBrokerErrors', (id) =>
+      sum('RefreshBrokerErrors', Duration.minutes(15)).createAlarm(this, id, {
+        alarmName: `${props.prefix}-refresh-broker-errors`,
+        alarmDescription:
+          'A refresh failed on the broker\'s own side in a way that will not heal by itself: stored tokens that cannot be decrypted (token key disabled, key policy or encryption context) or a configuration error (a missing client id or secret entry). The connection is kept but retried only after the longest backoff (6 hours). The "refresh failed, connection kept" log entries (reason broker_error) name the connection and the error; fix the cause. A connection whose stored tokens are truly unreadable must be reconnected by its customer.',
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+    // One lost answer is a network blip; several in an hour cost grants where the CRM rotates refresh tokens.
+    alarm('RefreshOutcomesUnknown', (id) =>
+      sum('RefreshOutcomesUnknown', Duration.hours(1)).createAlarm(this, id, {
+        alarmName: `${props.prefix}-refresh-outcomes-unknown`,
+        alarmDescription:
+          'Refresh answers keep getting lost after the request may have reached the CRM (timeouts, dropped connections); they are not retried, since a retry would present a rotated-away refresh token. Where the CRM rotates refresh tokens, each such connection may come to need re-authorization. Check the CRM\'s status and the network path to it; the "refresh answer lost" log entries name the connections.',
+        threshold: 5,
         evaluationPeriods: 1,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
         treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
@@ -172,7 +224,10 @@ export class Observability extends Construct {
     alarm('Api5xx', (id) =>
       api5xx.createAlarm(this, id, {
         alarmName: `${props.prefix}-api-5xx`,
-        alarmDescription: 'The public routes answered with server errors.',
+        // The refresh route's function may run past API Gateway's 30 s (a refresh once sent runs to its
+        // end, routes.ts): the caller then gets a 503 while the function still stores the result.
+        alarmDescription:
+          "The HTTP routes answered with server errors. A 503 on POST /connections/{connectionId}/refresh after 30 s can be a slow refresh the function still completed (its timeout is longer than API Gateway's); the access logs show the route and integrationError, the function logs the outcome.",
         threshold: 5,
         evaluationPeriods: 1,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -257,9 +312,11 @@ export class Observability extends Construct {
         title: 'Refresh failures',
         width: 8,
         left: [
-          sum('RefreshFailures').with({ label: 'transient (CRM down or rate limiting)' }),
+          sum('RefreshFailures').with({ label: 'failed, connection kept (all causes)' }),
+          sum('ScheduledRunFailed').with({ label: 'failed (scheduler)' }),
           sum('ScheduledRunNeedsReauth').with({ label: 'grant dead (scheduler)' }),
           sum('RefreshResultsLost').with({ label: 'rotated token not stored' }),
+          sum('RefreshOutcomesUnknown').with({ label: 'answer lost after sending (not retried)' }),
         ],
       }),
       new cloudwatch.GraphWidget({
@@ -281,6 +338,25 @@ export class Observability extends Construct {
               label: `handler ${statistic} (EMF)`,
             }),
         ),
+      }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: 'Failures needing an operator (each one alarms)',
+        width: 12,
+        left: [
+          sum('ClientCredentialsRejected').with({ label: 'client credentials refused by the CRM' }),
+          sum('TokenRequestsRejected').with({ label: 'token request refused as malformed' }),
+          sum('RefreshBrokerErrors').with({ label: 'broker-side error (will not heal)' }),
+        ],
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Grant revocations at the CRM per hour',
+        width: 12,
+        left: [
+          sum('GrantsRevoked', hourly).with({ label: 'revoked' }),
+          sum('RevocationsFailed', hourly).with({ label: 'failed (grant may stay alive at the CRM)' }),
+        ],
       }),
     );
     this.dashboard.addWidgets(

@@ -78,7 +78,7 @@ const AFTER_WAIT_MS = 3 * AWS_CALL_MAX_MS;
 export async function deleteConnection(
   deps: Deps,
   connectionId: string,
-  deadline: number = deps.now() + LEASE_MS + AFTER_WAIT_MS,
+  deadline: number = deps.now() + LEASE_MS + AFTER_WAIT_MS + deps.config.providerTimeoutMs + 1_000,
 ): Promise<ConnectionRecord> {
   const owner = randomUUID();
   const waitUntil = deadline - AFTER_WAIT_MS - deps.config.providerTimeoutMs;

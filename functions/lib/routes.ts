@@ -47,7 +47,7 @@ export const functionSettings: Readonly<Record<FunctionName, FunctionSettings>> 
     memoryMb: 256,
   },
   'token-fetch': { description: 'Returns a valid access token', timeoutSeconds: 100, memoryMb: 256 },
-  connections: { description: 'Lists, gets and deletes connections', timeoutSeconds: 120, memoryMb: 256 },
+  connections: { description: 'Lists, gets and deletes connections', timeoutSeconds: 125, memoryMb: 256 },
   refresh: { description: 'Forces a refresh of one connection', timeoutSeconds: 100, memoryMb: 256 },
   'refresh-scheduled': { description: 'Refreshes tokens due soon', timeoutSeconds: 300, memoryMb: 512 },
 };

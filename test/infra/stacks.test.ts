@@ -219,12 +219,24 @@ describe('operations', () => {
       ([, a]) => a.Properties?.AlarmName as string,
     );
 
+  const alarmNamed = (name: string): Json => {
+    const found = ofType(assembly.statelessJson, 'AWS::CloudWatch::Alarm').filter(
+      ([, a]) => a.Properties?.AlarmName === name,
+    );
+    expect(found, name).toHaveLength(1);
+    return (found[0] as [string, Resource])[1].Properties as Json;
+  };
+
   it('alarms on function failures, refresh failures, re-authorizations, throttles, dead letters and a stopped schedule', () => {
     expect(alarmNames().sort()).toEqual(
       [
         ...functionNames.map((n) => `crm-oauth-broker-function-${n}-failures`),
         'crm-oauth-broker-token-refresh-failures',
         'crm-oauth-broker-refresh-result-lost',
+        'crm-oauth-broker-client-credentials-rejected',
+        'crm-oauth-broker-token-requests-rejected',
+        'crm-oauth-broker-refresh-broker-errors',
+        'crm-oauth-broker-refresh-outcomes-unknown',
         'crm-oauth-broker-connections-need-reauth',
         'crm-oauth-broker-lambda-throttles',
         'crm-oauth-broker-api-5xx',
@@ -240,6 +252,52 @@ describe('operations', () => {
       expect(alarm.Properties?.OKActions).toEqual(['arn:aws:sns:us-east-1:111111111111:ops-alarms']);
     }
   });
+
+  // [alarm name, EMF metric, threshold, period in seconds, what the description must tell the operator]
+  const countAlarms: [string, string, number, number, RegExp][] = [
+    ['crm-oauth-broker-refresh-result-lost', 'RefreshResultsLost', 1, 300, /DynamoDB/],
+    ['crm-oauth-broker-token-refresh-failures', 'RefreshFailures', 10, 900, /connections stay active/],
+    ['crm-oauth-broker-connections-need-reauth', 'ConnectionsNeedingReauth', 10, 3600, /credential or scope/],
+    [
+      'crm-oauth-broker-client-credentials-rejected',
+      'ClientCredentialsRejected',
+      1,
+      300,
+      /client secret in Secrets Manager.*no customer needs to reconnect/,
+    ],
+    [
+      'crm-oauth-broker-token-requests-rejected',
+      'TokenRequestsRejected',
+      1,
+      900,
+      /broker bug or a change at the CRM/,
+    ],
+    ['crm-oauth-broker-refresh-broker-errors', 'RefreshBrokerErrors', 1, 900, /will not heal by itself/],
+    ['crm-oauth-broker-refresh-outcomes-unknown', 'RefreshOutcomesUnknown', 5, 3600, /not retried/],
+  ];
+
+  it.each(countAlarms)(
+    '%s: Sum of %s >= %d over %d s, one period, quiet when no data, to the alarm topic',
+    (name, metricName, threshold, period, tells) => {
+      const alarm = alarmNamed(name);
+      expect(alarm).toMatchObject({
+        Namespace: 'CrmOAuthBroker/crm-oauth-broker',
+        MetricName: metricName,
+        Dimensions: [{ Name: 'service', Value: 'crm-oauth-broker' }],
+        Statistic: 'Sum',
+        Period: period,
+        Threshold: threshold,
+        EvaluationPeriods: 1,
+        ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+        TreatMissingData: 'notBreaching',
+        AlarmActions: ['arn:aws:sns:us-east-1:111111111111:ops-alarms'],
+        OKActions: ['arn:aws:sns:us-east-1:111111111111:ops-alarms'],
+      });
+      expect(alarm.AlarmDescription).toMatch(tells);
+      // CloudWatch's limit on alarm descriptions.
+      expect((alarm.AlarmDescription as string).length).toBeLessThanOrEqual(1024);
+    },
+  );
 
   it('counts a function failure as Lambda errors minus typed refusals, or a logged unexpected failure', () => {
     const [, alarm] = ofType(assembly.statelessJson, 'AWS::CloudWatch::Alarm').find(
@@ -278,12 +336,28 @@ describe('operations', () => {
       'Refreshes',
       'Refresh failures',
       'token-fetch latency',
+      'Failures needing an operator (each one alarms)',
+      'Grant revocations at the CRM per hour',
       'Function failures (not typed refusals)',
       'Throttles and dead letters',
     ]) {
       expect(body).toContain(title);
     }
     expect(body).toContain('Function[token-fetch].Ref');
+  });
+
+  it('shows every count metric the code publishes on the dashboard (functions/lib/metrics.ts)', () => {
+    const code = readFileSync(join(REPO_ROOT, 'functions/lib/metrics.ts'), 'utf8');
+    const countMetric = /export type CountMetric =([^;]*);/.exec(code)?.[1] ?? '';
+    const published = [...countMetric.matchAll(/\|\s*'([A-Za-z]+)'/g)].map((m) => m[1] as string);
+    expect(published).toContain('ClientCredentialsRejected');
+    const body = JSON.stringify(
+      only(assembly.statelessJson, 'AWS::CloudWatch::Dashboard').Properties?.DashboardBody,
+    );
+    for (const name of published) {
+      expect(emfMetricNames as readonly string[], name).toContain(name);
+      expect(body, name).toContain(`\\"${name}\\"`);
+    }
   });
 
   it('reads the EMF metrics the functions publish: no log metric filters, the service dimension on each', () => {

@@ -44,6 +44,19 @@ describe('client secrets from Secrets Manager', () => {
     });
   });
 
+  it('reads the secret again after a CRM refused it (forget), so a fixed secret reaches warm functions', async () => {
+    secretsMock
+      .on(GetSecretValueCommand)
+      .resolvesOnce({ SecretString: '{"close":"old-secret"}' })
+      .resolves({ SecretString: '{"close":"fixed-secret"}' });
+    const secrets = new ConfiguredClientSecrets(config);
+    expect(await secrets.clientSecret(config.providers.close)).toBe('old-secret');
+    expect(await secrets.clientSecret(config.providers.close)).toBe('old-secret');
+    secrets.forget();
+    expect(await secrets.clientSecret(config.providers.close)).toBe('fixed-secret');
+    expect(secretsMock.commandCalls(GetSecretValueCommand)).toHaveLength(2);
+  });
+
   it('tries again after a failed read instead of caching the failure', async () => {
     secretsMock
       .on(GetSecretValueCommand)

@@ -2,9 +2,15 @@ import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ProviderUnavailable } from '../../functions/lib/errors.ts';
-import { ProviderHttp, retryAfterSeconds } from '../../functions/lib/provider-http.ts';
+import {
+  OutcomeUnknown,
+  ProviderHttp,
+  noRetry,
+  retryAfterSeconds,
+} from '../../functions/lib/provider-http.ts';
 
-type Reply = { status: number; headers?: Record<string, string>; body?: string } | 'hang' | 'destroy';
+type Reply =
+  { status: number; headers?: Record<string, string>; body?: string; delayMs?: number } | 'hang' | 'destroy';
 let script: Reply[] = [];
 let calls = 0;
 let server: Server;
@@ -19,8 +25,12 @@ beforeAll(async () => {
       req.socket.destroy();
       return;
     }
-    res.writeHead(reply.status, { 'Content-Type': 'application/json', ...reply.headers });
-    res.end(reply.body ?? '{}');
+    const answer = () => {
+      res.writeHead(reply.status, { 'Content-Type': 'application/json', ...reply.headers });
+      res.end(reply.body ?? '{}');
+    };
+    if (reply.delayMs) setTimeout(answer, reply.delayMs);
+    else answer();
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/token`;
@@ -107,11 +117,140 @@ describe('calls to a CRM (security.md row 11)', () => {
   it('does not wait past the deadline', async () => {
     script = [{ status: 503, headers: { 'Retry-After': '60' } }, { status: 200 }];
     const { http, sleeps } = client();
-    await expect(http.request(url, { method: 'POST' }, policy, Date.now() + 5000)).rejects.toBeInstanceOf(
-      ProviderUnavailable,
-    );
+    await expect(
+      http.request(url, { method: 'POST' }, policy, { deadline: Date.now() + 5000 }),
+    ).rejects.toBeInstanceOf(ProviderUnavailable);
     expect(sleeps).toEqual([]);
     expect(calls).toBe(1);
+  });
+});
+
+/** A URL nobody listens on: a server started for a free port, then closed. */
+async function closedPortUrl(): Promise<string> {
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise<void>((r) => probe.close(() => r()));
+  return `http://127.0.0.1:${port}/token`;
+}
+
+/** The error a request ends with, or a failure when it succeeded. */
+const failure = (p: Promise<unknown>): Promise<unknown> =>
+  p.then(
+    () => {
+      throw new Error('the request succeeded');
+    },
+    (err: unknown) => err,
+  );
+
+describe('refreshes at a CRM that rotates refresh tokens: no retry once it may have been received (security.md row 18)', () => {
+  const rotating = { retryAmbiguous: false } as const;
+
+  it('does not retry a timeout: the outcome is unknown', async () => {
+    // Prepare: a second attempt would succeed, so only a retry could turn this into a success.
+    script = ['hang', { status: 200 }];
+    const { http, sleeps } = client();
+    // Act
+    const err = await failure(http.request(url, { method: 'POST' }, policy, { ...rotating, timeoutMs: 100 }));
+    // Assess
+    expect(err).toBeInstanceOf(OutcomeUnknown);
+    expect(err).toBeInstanceOf(ProviderUnavailable);
+    expect(calls).toBe(1);
+    expect(sleeps).toEqual([]);
+  });
+
+  it('does not retry a connection dropped after the CRM received the request', async () => {
+    script = ['destroy', { status: 200 }];
+    const { http } = client();
+    await expect(http.request(url, { method: 'POST' }, policy, rotating)).rejects.toBeInstanceOf(
+      OutcomeUnknown,
+    );
+    expect(calls).toBe(1);
+  });
+
+  it.each([502, 504])(
+    'does not retry a gateway’s %i: the CRM behind it may have answered',
+    async (status) => {
+      script = [{ status }, { status: 200 }];
+      const { http } = client();
+      await expect(http.request(url, { method: 'POST' }, policy, rotating)).rejects.toBeInstanceOf(
+        OutcomeUnknown,
+      );
+      expect(calls).toBe(1);
+    },
+  );
+
+  it('retries 500, 503 and 429: the CRM answered, and did not take the request', async () => {
+    script = [
+      { status: 500 },
+      { status: 503 },
+      { status: 429 },
+      { status: 200, body: '{"access_token":"a"}' },
+    ];
+    const { http } = client();
+    const out = await http.request(url, { method: 'POST' }, { ...policy, maxAttempts: 4 }, rotating);
+    expect(out.status).toBe(200);
+    expect(out.json).toEqual({ access_token: 'a' });
+    expect(calls).toBe(4);
+  });
+
+  it('retries a refused connection: the request never left', async () => {
+    // Prepare: count the attempts at a port nobody listens on.
+    const closed = await closedPortUrl();
+    let attempts = 0;
+    const http = new ProviderHttp({
+      timeoutMs: 2000,
+      fetch: (input, init) => {
+        attempts++;
+        return fetch(input, init);
+      },
+      sleep: async () => undefined,
+    });
+    // Act
+    const err = await failure(http.request(closed, { method: 'POST' }, policy, rotating));
+    // Assess
+    expect(err).toBeInstanceOf(ProviderUnavailable);
+    expect(err).not.toBeInstanceOf(OutcomeUnknown);
+    expect(attempts).toBe(policy.maxAttempts);
+  });
+
+  it('does retry a dropped connection when the CRM never rotates (the default)', async () => {
+    script = ['destroy', { status: 200, body: '{"x":1}' }];
+    const { http } = client();
+    const out = await http.request(url, { method: 'POST' }, policy, {});
+    expect(out.json).toEqual({ x: 1 });
+    expect(calls).toBe(2);
+  });
+});
+
+describe('startAttemptsBy: when attempts may start, never how long a started one runs', () => {
+  it('gives the first attempt its whole timeout even when startAttemptsBy has passed', async () => {
+    script = [{ status: 200, body: '{"access_token":"a"}', delayMs: 150 }];
+    const { http } = client();
+    const out = await http.request(url, { method: 'POST' }, policy, {
+      startAttemptsBy: Date.now() - 1,
+      timeoutMs: 2000,
+    });
+    expect(out.json).toEqual({ access_token: 'a' });
+    expect(calls).toBe(1);
+  });
+
+  it('starts no further attempt once startAttemptsBy has passed', async () => {
+    script = [{ status: 503 }, { status: 200 }];
+    const { http, sleeps } = client();
+    await expect(
+      http.request(url, { method: 'POST' }, policy, { startAttemptsBy: Date.now() - 1, timeoutMs: 2000 }),
+    ).rejects.toBeInstanceOf(ProviderUnavailable);
+    expect(calls).toBe(1);
+    expect(sleeps).toEqual([]);
+  });
+
+  it('unlike a deadline, which cuts a slow attempt short', async () => {
+    script = [{ status: 200, delayMs: 150 }];
+    const { http } = client();
+    await expect(
+      http.request(url, { method: 'POST' }, noRetry, { deadline: Date.now() + 50, timeoutMs: 2000 }),
+    ).rejects.toBeInstanceOf(ProviderUnavailable);
   });
 });
 
