@@ -2,12 +2,12 @@
  * `GET /connect/{provider}?session=...`: consume the connect session, bind the
  * flow to this browser with a cookie, and send the browser to the CRM.
  */
-import { beginAuthorization } from './lib/connect-flow.ts';
-import { type Deps, lambdaHandler } from './lib/deps.ts';
-import { FlowError } from './lib/errors.ts';
-import { FLOW_COOKIE, type HttpEvent, flowCookie, queryParams, readCookie, redirect } from './lib/http.ts';
-import { httpHandler } from './lib/middleware.ts';
-import { isProviderId } from './lib/providers.ts';
+import { beginAuthorization } from './core/use-cases/connect.ts';
+import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { FlowError } from './core/domain/errors.ts';
+import { FLOW_COOKIE, type HttpEvent, flowCookie, queryParams, readCookie, redirect } from './adapters/lambda/responses.ts';
+import { httpHandler } from './adapters/lambda/middleware.ts';
+import { isProviderId } from './core/domain/providers.ts';
 
 export const createHandler = (deps: Deps) =>
   httpHandler(deps, 'authorize', async (event: HttpEvent) => {

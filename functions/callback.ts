@@ -9,9 +9,9 @@
  * so the cookie comes with it and the browser binding still holds
  * (security.md row 2). The cookie is never relaxed to `SameSite=None`.
  */
-import { type CallbackParams, completeAuthorization } from './lib/connect-flow.ts';
-import { type Deps, lambdaHandler } from './lib/deps.ts';
-import { FlowError } from './lib/errors.ts';
+import { type CallbackParams, completeAuthorization } from './core/use-cases/connect.ts';
+import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { FlowError } from './core/domain/errors.ts';
 import {
   FLOW_COOKIE,
   type HttpEvent,
@@ -22,9 +22,9 @@ import {
   readCookie,
   redirect,
   returnToWith,
-} from './lib/http.ts';
-import { httpHandler } from './lib/middleware.ts';
-import { isProviderId } from './lib/providers.ts';
+} from './adapters/lambda/responses.ts';
+import { httpHandler } from './adapters/lambda/middleware.ts';
+import { isProviderId } from './core/domain/providers.ts';
 
 const FIELDS = ['state', 'code', 'error', 'error_description', 'iss'] as const;
 const BOUNCED = '_bounced';

@@ -2,10 +2,10 @@
  * `connect-session` (Lambda Invoke): a trusted backend decides whose connection
  * a browser is about to create, and gets a short-lived, single-use connect URL.
  */
-import { createConnectSession } from './lib/connect-flow.ts';
-import { type Deps, lambdaHandler } from './lib/deps.ts';
-import { invokeHandler } from './lib/middleware.ts';
-import * as v from './lib/validate.ts';
+import { createConnectSession } from './core/use-cases/connect.ts';
+import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { invokeHandler } from './adapters/lambda/middleware.ts';
+import * as v from './adapters/lambda/validate.ts';
 
 export const createHandler = (deps: Deps) =>
   invokeHandler(deps, 'connect-session', async (event: unknown) => {

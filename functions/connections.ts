@@ -5,13 +5,13 @@
  * tokens). Never returns a token.
  */
 import type { Context } from 'aws-lambda';
-import { type Deps, lambdaHandler } from './lib/deps.ts';
-import { deleteConnection } from './lib/grants.ts';
-import { ConnectionNotFound, InvalidRequest } from './lib/errors.ts';
-import { invokeHandler } from './lib/middleware.ts';
-import type { ConnectionRecord } from './lib/store.ts';
-import { functionDeadline } from './lib/timeline.ts';
-import * as v from './lib/validate.ts';
+import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { deleteConnection } from './core/use-cases/end-grant.ts';
+import { ConnectionNotFound, InvalidRequest } from './core/domain/errors.ts';
+import { invokeHandler } from './adapters/lambda/middleware.ts';
+import type { ConnectionRecord } from './adapters/dynamodb/store.ts';
+import { functionDeadline } from './core/domain/timeline.ts';
+import * as v from './adapters/lambda/validate.ts';
 
 const iso = (ms: number | null | undefined) =>
   ms === null || ms === undefined ? null : new Date(ms).toISOString();

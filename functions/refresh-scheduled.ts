@@ -5,10 +5,10 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context } from 'aws-lambda';
-import { type Deps, lambdaHandler } from './lib/deps.ts';
-import { invokeHandler } from './lib/middleware.ts';
-import { runScheduledRefresh } from './lib/scheduler.ts';
-import { AWS_CALL_MAX_MS, REFRESH_MAX_MS, functionDeadline } from './lib/timeline.ts';
+import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { invokeHandler } from './adapters/lambda/middleware.ts';
+import { runScheduledRefresh } from './core/use-cases/scheduled-refresh.ts';
+import { AWS_CALL_MAX_MS, REFRESH_MAX_MS, functionDeadline } from './core/domain/timeline.ts';
 
 /** Without a Lambda context (a direct call): start refreshes for this long. */
 const DEFAULT_BUDGET_MS = 60_000;

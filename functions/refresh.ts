@@ -4,14 +4,14 @@
  * or by Lambda Invoke with `{ "connectionId": "..." }`.
  */
 import type { Context } from 'aws-lambda';
-import { type Deps, lambdaHandler } from './lib/deps.ts';
-import { contractError } from './lib/errors.ts';
-import type { ErrorType } from './lib/errors.ts';
-import type { HttpResult } from './lib/http.ts';
-import { invokeHandler } from './lib/middleware.ts';
-import { fetchToken } from './lib/tokens.ts';
-import { functionDeadline } from './lib/timeline.ts';
-import * as v from './lib/validate.ts';
+import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { contractError } from './core/domain/errors.ts';
+import type { ErrorType } from './core/domain/errors.ts';
+import type { HttpResult } from './adapters/lambda/responses.ts';
+import { invokeHandler } from './adapters/lambda/middleware.ts';
+import { fetchToken } from './core/use-cases/refresh-connection.ts';
+import { functionDeadline } from './core/domain/timeline.ts';
+import * as v from './adapters/lambda/validate.ts';
 
 const STATUS: Record<ErrorType, number> = {
   InvalidRequest: 400,

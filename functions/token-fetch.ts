@@ -4,11 +4,11 @@
  * valid for `minValiditySeconds`, or on `forceRefresh`. Never the refresh token.
  */
 import type { Context } from 'aws-lambda';
-import { type Deps, lambdaHandler } from './lib/deps.ts';
-import { invokeHandler } from './lib/middleware.ts';
-import { fetchToken } from './lib/tokens.ts';
-import { functionDeadline } from './lib/timeline.ts';
-import * as v from './lib/validate.ts';
+import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { invokeHandler } from './adapters/lambda/middleware.ts';
+import { fetchToken } from './core/use-cases/refresh-connection.ts';
+import { functionDeadline } from './core/domain/timeline.ts';
+import * as v from './adapters/lambda/validate.ts';
 
 export const createHandler = (deps: Deps) =>
   invokeHandler(deps, 'token-fetch', async (event: unknown, context: Context) => {

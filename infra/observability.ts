@@ -1,6 +1,6 @@
 /**
  * Alarms and the dashboard. The functions publish their business metrics as
- * Powertools Metrics in CloudWatch EMF (functions/lib/metrics.ts): namespace
+ * Powertools Metrics in CloudWatch EMF (functions/adapters/lambda/metrics.ts): namespace
  * `POWERTOOLS_METRICS_NAMESPACE`, dimension `service` = `POWERTOOLS_SERVICE_NAME`
  * (plus `Function` for the per-function outcomes), next to Lambda's, API
  * Gateway's and SQS's own metrics.
@@ -12,7 +12,7 @@ import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { type FunctionName, functionNames } from '../functions/lib/routes.ts';
+import { type FunctionName, functionNames } from '../manifest/functions.ts';
 import type { BrokerFunction } from './broker-function.ts';
 
 /** The EMF metrics this stack reads; each must be one the code publishes (tested against metrics.ts). */

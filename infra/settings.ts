@@ -4,8 +4,8 @@
  * first request. Nothing secret belongs here; client secrets live in Secrets
  * Manager (see README.md, "Deploy to AWS").
  */
-import { originOf } from '../functions/lib/config.ts';
-import { type ProviderId, providerIds } from '../functions/lib/providers.ts';
+import { originOf } from '../functions/adapters/lambda/config.ts';
+import { type ProviderId, providerIds } from '../functions/core/domain/providers.ts';
 
 export interface CustomDomain {
   /** e.g. `crm-auth.example.com`; becomes `PUBLIC_BASE_URL`. */

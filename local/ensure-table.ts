@@ -5,7 +5,7 @@ import {
   type DynamoDBClient,
   UpdateTimeToLiveCommand,
 } from '@aws-sdk/client-dynamodb';
-import { TTL_ATTRIBUTE, tableDefinition } from '../functions/lib/table.ts';
+import { TTL_ATTRIBUTE, tableDefinition } from '../manifest/table.ts';
 
 const isNamed = (err: unknown, name: string) => (err as Error | undefined)?.name === name;
 

@@ -7,12 +7,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type AttributeValue, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { publicView } from '../functions/connections.ts';
-import type { Deps } from '../functions/lib/deps.ts';
-import type { MemoryEventLog } from '../functions/lib/events.ts';
-import { escapeHtml, htmlPage } from '../functions/lib/http.ts';
-import { type ProviderId, isProviderId } from '../functions/lib/providers.ts';
-import type { FunctionName } from '../functions/lib/routes.ts';
-import type { ConnectionRecord } from '../functions/lib/store.ts';
+import type { Deps } from '../functions/adapters/lambda/wiring.ts';
+import type { MemoryEventLog } from '../functions/adapters/eventbridge/events.ts';
+import { escapeHtml, htmlPage } from '../functions/adapters/lambda/responses.ts';
+import { type ProviderId, isProviderId } from '../functions/core/domain/providers.ts';
+import type { FunctionName } from '../manifest/functions.ts';
+import type { ConnectionRecord } from '../functions/adapters/dynamodb/store.ts';
 
 export const DEMO_OWNER = 'demo-owner';
 

@@ -10,11 +10,11 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context } from 'aws-lambda';
-import { awsClientOptions } from '../functions/lib/aws-clients.ts';
-import { type Deps, type DepsOverrides, createDeps } from '../functions/lib/deps.ts';
-import { MemoryEventLog } from '../functions/lib/events.ts';
-import type { HttpResult } from '../functions/lib/http.ts';
-import { type ProviderId, envPrefix, providerIds } from '../functions/lib/providers.ts';
+import { awsClientOptions } from '../functions/adapters/aws-clients.ts';
+import { type Deps, type DepsOverrides, createDeps } from '../functions/adapters/lambda/wiring.ts';
+import { MemoryEventLog } from '../functions/adapters/eventbridge/events.ts';
+import type { HttpResult } from '../functions/adapters/lambda/responses.ts';
+import { type ProviderId, envPrefix, providerIds } from '../functions/core/domain/providers.ts';
 import {
   type FunctionName,
   functionNames,
@@ -22,7 +22,7 @@ import {
   httpRoutes,
   invokableFunctions,
   matchRoutePath,
-} from '../functions/lib/routes.ts';
+} from '../manifest/functions.ts';
 import { startEmbeddedDynamo } from './embedded-store.ts';
 import { ensureTable } from './ensure-table.ts';
 import { type AnyHandler, handlerFactories } from './functions.ts';

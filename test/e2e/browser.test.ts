@@ -12,7 +12,7 @@
  */
 import type { Browser, BrowserContext, BrowserContextOptions, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FLOW_COOKIE } from '../../functions/lib/http.ts';
+import { FLOW_COOKIE } from '../../functions/adapters/lambda/responses.ts';
 import { crms } from '../../local/sandbox/crms.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
 import {

@@ -16,7 +16,7 @@ import {
   functionNames,
   httpRoutes,
   matchRoutePath,
-} from '../../functions/lib/routes.ts';
+} from '../../manifest/functions.ts';
 import {
   type Assembly,
   type Json,
@@ -49,7 +49,7 @@ function functionOfRoute(route: Resource): string {
 }
 
 describe('routes come from the route table', () => {
-  it('has exactly the routes of functions/lib/routes.ts', () => {
+  it('has exactly the routes of manifest/functions.ts', () => {
     const keys = ofType(assembly.statelessJson, 'AWS::ApiGatewayV2::Route').map(
       ([, r]) => r.Properties?.RouteKey,
     );

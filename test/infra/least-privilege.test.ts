@@ -5,7 +5,7 @@
  * lets only the broker's roles use the token key, only with the token context.
  */
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import { type FunctionName, functionNames } from '../../functions/lib/routes.ts';
+import { type FunctionName, functionNames } from '../../manifest/functions.ts';
 import {
   type Assembly,
   REGION,

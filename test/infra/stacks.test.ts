@@ -9,14 +9,14 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { REPO_ROOT } from '../../infra/broker-function.ts';
 import { emfMetricNames } from '../../infra/observability.ts';
-import { providerIds } from '../../functions/lib/providers.ts';
+import { providerIds } from '../../functions/core/domain/providers.ts';
 import {
   type FunctionName,
   functionNames,
   functionSettings,
   invokableFunctions,
-} from '../../functions/lib/routes.ts';
-import { tableDefinition } from '../../functions/lib/table.ts';
+} from '../../manifest/functions.ts';
+import { tableDefinition } from '../../manifest/table.ts';
 import {
   type Assembly,
   type Json,
@@ -346,8 +346,8 @@ describe('operations', () => {
     expect(body).toContain('Function[token-fetch].Ref');
   });
 
-  it('shows every count metric the code publishes on the dashboard (functions/lib/metrics.ts)', () => {
-    const code = readFileSync(join(REPO_ROOT, 'functions/lib/metrics.ts'), 'utf8');
+  it('shows every count metric the code publishes on the dashboard (functions/adapters/lambda/metrics.ts)', () => {
+    const code = readFileSync(join(REPO_ROOT, 'functions/adapters/lambda/metrics.ts'), 'utf8');
     const countMetric = /export type CountMetric =([^;]*);/.exec(code)?.[1] ?? '';
     const published = [...countMetric.matchAll(/\|\s*'([A-Za-z]+)'/g)].map((m) => m[1] as string);
     expect(published).toContain('ClientCredentialsRejected');
@@ -383,8 +383,8 @@ describe('operations', () => {
     }
   });
 
-  it('every metric it reads is one the code publishes (functions/lib/metrics.ts)', () => {
-    const code = readFileSync(join(REPO_ROOT, 'functions/lib/metrics.ts'), 'utf8');
+  it('every metric it reads is one the code publishes (functions/adapters/lambda/metrics.ts)', () => {
+    const code = readFileSync(join(REPO_ROOT, 'functions/adapters/lambda/metrics.ts'), 'utf8');
     for (const name of emfMetricNames) expect(code, name).toContain(`'${name}'`);
   });
 

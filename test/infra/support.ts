@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Template } from 'aws-cdk-lib/assertions';
 import { type BrokerApp, createBrokerApp } from '../../infra/broker-app.ts';
 import { FUNCTION_TAG, REPO_ROOT } from '../../infra/broker-function.ts';
-import type { FunctionName } from '../../functions/lib/routes.ts';
+import type { FunctionName } from '../../manifest/functions.ts';
 
 export const ACCOUNT = '111111111111';
 export const REGION = 'us-east-1';

@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { httpRoutes } from '../../functions/lib/routes.ts';
+import { httpRoutes } from '../../manifest/functions.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
 
 let broker: TestBroker;

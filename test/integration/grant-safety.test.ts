@@ -13,11 +13,11 @@
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { deleteConnection } from '../../functions/lib/grants.ts';
-import { shardOf } from '../../functions/lib/schedule.ts';
-import { runScheduledRefresh } from '../../functions/lib/scheduler.ts';
-import { keys } from '../../functions/lib/table.ts';
-import { AWS_CALL_MAX_MS, LEASE_MS } from '../../functions/lib/timeline.ts';
+import { deleteConnection } from '../../functions/core/use-cases/end-grant.ts';
+import { shardOf } from '../../functions/core/domain/due-slot.ts';
+import { runScheduledRefresh } from '../../functions/core/use-cases/scheduled-refresh.ts';
+import { keys } from '../../manifest/table.ts';
+import { AWS_CALL_MAX_MS, LEASE_MS } from '../../functions/core/domain/timeline.ts';
 import { Browser } from '../support/browser.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
 import { returnToOf, startConnect } from '../support/flows.ts';

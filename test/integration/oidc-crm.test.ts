@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { resolveProviders } from '../../functions/lib/providers.ts';
+import { resolveProviders } from '../../functions/core/domain/providers.ts';
 import { Browser } from '../support/browser.ts';
 import { type OidcCrm, s256, startOidcCrm } from '../support/oidc-crm.ts';
 

@@ -14,9 +14,9 @@
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { shardOf } from '../../functions/lib/schedule.ts';
-import { keys } from '../../functions/lib/table.ts';
-import { AWS_ATTEMPT_TIMEOUT_MS, LEASE_MS } from '../../functions/lib/timeline.ts';
+import { shardOf } from '../../functions/core/domain/due-slot.ts';
+import { keys } from '../../manifest/table.ts';
+import { AWS_ATTEMPT_TIMEOUT_MS, LEASE_MS } from '../../functions/core/domain/timeline.ts';
 import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../local/embedded-store.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
 import { connect } from '../support/flows.ts';

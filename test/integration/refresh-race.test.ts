@@ -11,8 +11,8 @@
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { shardOf } from '../../functions/lib/schedule.ts';
-import { keys } from '../../functions/lib/table.ts';
+import { shardOf } from '../../functions/core/domain/due-slot.ts';
+import { keys } from '../../manifest/table.ts';
 import { Browser } from '../support/browser.ts';
 import { returnToOf, startConnect } from '../support/flows.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';

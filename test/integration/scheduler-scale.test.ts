@@ -5,9 +5,9 @@
 import { BatchWriteItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectionIdFor } from '../../functions/lib/connect-flow.ts';
-import { dueSlot } from '../../functions/lib/schedule.ts';
-import { keys } from '../../functions/lib/table.ts';
+import { connectionIdFor } from '../../functions/core/use-cases/connect.ts';
+import { dueSlot } from '../../functions/core/domain/due-slot.ts';
+import { keys } from '../../manifest/table.ts';
 import { connect } from '../support/flows.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
 

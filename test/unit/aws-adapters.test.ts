@@ -8,10 +8,10 @@ import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-sec
 import { Logger } from '@aws-lambda-powertools/logger';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { loadConfig } from '../../functions/lib/config.ts';
-import { ConfigError } from '../../functions/lib/errors.ts';
-import { createEventBridgePublisher } from '../../functions/lib/events.ts';
-import { ConfiguredClientSecrets } from '../../functions/lib/secrets.ts';
+import { loadConfig } from '../../functions/adapters/lambda/config.ts';
+import { ConfigError } from '../../functions/core/domain/errors.ts';
+import { createEventBridgePublisher } from '../../functions/adapters/eventbridge/events.ts';
+import { ConfiguredClientSecrets } from '../../functions/adapters/secrets/client-secrets.ts';
 
 const secretsMock = mockClient(SecretsManagerClient);
 const eventsMock = mockClient(EventBridgeClient);

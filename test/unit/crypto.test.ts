@@ -5,7 +5,7 @@ import {
   randomToken,
   safeEqual,
   sha256Hex,
-} from '../../functions/lib/crypto.ts';
+} from '../../functions/core/domain/secrets.ts';
 
 describe('PKCE (RFC 7636)', () => {
   it('computes the S256 challenge of the RFC 7636 Appendix B vector', () => {

@@ -9,7 +9,7 @@ import { marshall } from '@aws-sdk/util-dynamodb';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createHandler } from '../../functions/token-fetch.ts';
-import { createDeps } from '../../functions/lib/deps.ts';
+import { createDeps } from '../../functions/adapters/lambda/wiring.ts';
 import {
   BrokerError,
   BrokerUnavailable,
@@ -17,8 +17,8 @@ import {
   NeedsReauth,
   contractError,
   isDependencyFailure,
-} from '../../functions/lib/errors.ts';
-import { keys } from '../../functions/lib/table.ts';
+} from '../../functions/core/domain/errors.ts';
+import { keys } from '../../manifest/table.ts';
 import { lambdaContext } from '../../local/lambda-events.ts';
 
 /** An error as it leaves an SDK client's `send` after its retries: named, with `$metadata`. */

@@ -6,7 +6,7 @@ import {
   Envelope,
   type KeyProvider,
   LocalKeyProvider,
-} from '../../functions/lib/envelope.ts';
+} from '../../functions/adapters/kms/envelope.ts';
 
 /** Counts data-key operations of a real local key provider. */
 function countingKeys() {

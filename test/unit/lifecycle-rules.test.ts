@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../functions/lib/config.ts';
-import { dueSlot, refreshLeadMs, shardOf } from '../../functions/lib/schedule.ts';
-import type { ConnectionRecord } from '../../functions/lib/store.ts';
-import { DUE_SHARDS } from '../../functions/lib/table.ts';
-import { staysValid } from '../../functions/lib/tokens.ts';
+import { loadConfig } from '../../functions/adapters/lambda/config.ts';
+import { dueSlot, refreshLeadMs, shardOf } from '../../functions/core/domain/due-slot.ts';
+import type { ConnectionRecord } from '../../functions/adapters/dynamodb/store.ts';
+import { DUE_SHARDS } from '../../manifest/table.ts';
+import { staysValid } from '../../functions/core/use-cases/refresh-connection.ts';
 
 const config = loadConfig({ LOCAL_MASTER_KEY: Buffer.alloc(32).toString('base64') });
 const now = Date.parse('2026-11-23T10:00:00Z');

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createMetrics } from '../../functions/lib/metrics.ts';
+import { createMetrics } from '../../functions/adapters/lambda/metrics.ts';
 
 let lines: string[] = [];
 const realWrite = process.stdout.write.bind(process.stdout);

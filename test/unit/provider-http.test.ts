@@ -1,13 +1,13 @@
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ProviderUnavailable } from '../../functions/lib/errors.ts';
+import { ProviderUnavailable } from '../../functions/core/domain/errors.ts';
 import {
   OutcomeUnknown,
   ProviderHttp,
   noRetry,
   retryAfterSeconds,
-} from '../../functions/lib/provider-http.ts';
+} from '../../functions/adapters/crm/crm-http.ts';
 
 type Reply =
   { status: number; headers?: Record<string, string>; body?: string; delayMs?: number } | 'hang' | 'destroy';

@@ -3,9 +3,9 @@ import {
   buildAuthorizationUrl,
   processTokenResponse,
   TokenEndpointRejected,
-} from '../../functions/lib/oauth.ts';
-import { ProviderProtocolError } from '../../functions/lib/provider-http.ts';
-import { providerIds, resolveProviders } from '../../functions/lib/providers.ts';
+} from '../../functions/adapters/crm/oauth-client.ts';
+import { ProviderProtocolError } from '../../functions/adapters/crm/crm-http.ts';
+import { providerIds, resolveProviders } from '../../functions/core/domain/providers.ts';
 
 const registry = resolveProviders({});
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../functions/lib/config.ts';
-import { InvalidRequest } from '../../functions/lib/errors.ts';
-import { returnTo } from '../../functions/lib/validate.ts';
+import { loadConfig } from '../../functions/adapters/lambda/config.ts';
+import { InvalidRequest } from '../../functions/core/domain/errors.ts';
+import { returnTo } from '../../functions/adapters/lambda/validate.ts';
 
 const config = loadConfig({
   LOCAL_MASTER_KEY: Buffer.alloc(32).toString('base64'),

@@ -1,16 +1,16 @@
 /**
- * The refresh timeline (functions/lib/timeline.ts) against itself and against
- * the deploy manifest (functionSettings in functions/lib/routes.ts): a refresh
+ * The refresh timeline (functions/core/domain/timeline.ts) against itself and against
+ * the deploy manifest (functionSettings in manifest/functions.ts): a refresh
  * once sent runs to its end inside its lease, and every function that may run
  * one, or wait for one, lives long enough to do so.
  */
 import { describe, expect, it } from 'vitest';
-import { awsClientOptions } from '../../functions/lib/aws-clients.ts';
-import { loadConfig } from '../../functions/lib/config.ts';
-import type { Deps } from '../../functions/lib/deps.ts';
-import { deleteConnection } from '../../functions/lib/grants.ts';
-import { type FunctionName, functionSettings, httpRoutes } from '../../functions/lib/routes.ts';
-import type { ConnectionRecord } from '../../functions/lib/store.ts';
+import { awsClientOptions } from '../../functions/adapters/aws-clients.ts';
+import { loadConfig } from '../../functions/adapters/lambda/config.ts';
+import type { Deps } from '../../functions/adapters/lambda/wiring.ts';
+import { deleteConnection } from '../../functions/core/use-cases/end-grant.ts';
+import { type FunctionName, functionSettings, httpRoutes } from '../../manifest/functions.ts';
+import type { ConnectionRecord } from '../../functions/adapters/dynamodb/store.ts';
 import {
   AFTER_SEND_MAX_MS,
   ANSWER_MARGIN_MS,
@@ -27,7 +27,7 @@ import {
   STORE_ATTEMPT_MAX_MS,
   STORE_RESULT_MAX_MS,
   functionDeadline,
-} from '../../functions/lib/timeline.ts';
+} from '../../functions/core/domain/timeline.ts';
 
 const timeoutMs = (name: FunctionName) => functionSettings[name].timeoutSeconds * 1000;
 

@@ -8,9 +8,9 @@ import {
   TokenEndpointRejected,
   classifyTokenRefusal,
   processTokenResponse,
-} from '../../functions/lib/oauth.ts';
-import { ProviderProtocolError } from '../../functions/lib/provider-http.ts';
-import { MIN_LIFETIME_SECONDS, tokenExpiry } from '../../functions/lib/token-set.ts';
+} from '../../functions/adapters/crm/oauth-client.ts';
+import { ProviderProtocolError } from '../../functions/adapters/crm/crm-http.ts';
+import { MIN_LIFETIME_SECONDS, tokenExpiry } from '../../functions/core/domain/token-set.ts';
 
 const rejection = (status: number, body: unknown): TokenEndpointRejected => {
   try {

@@ -4,7 +4,7 @@
  * outlive the refresh lease and let a second refresher reuse a rotated-away
  * token (timeline.ts, security.md row 18).
  */
-import { AWS_ATTEMPT_TIMEOUT_MS, AWS_CONNECT_TIMEOUT_MS, AWS_MAX_ATTEMPTS } from './timeline.ts';
+import { AWS_ATTEMPT_TIMEOUT_MS, AWS_CONNECT_TIMEOUT_MS, AWS_MAX_ATTEMPTS } from '../core/domain/timeline.ts';
 
 export const awsClientOptions = (endpoint?: string) => ({
   maxAttempts: AWS_MAX_ATTEMPTS,

@@ -2,14 +2,14 @@
  * Configuration, read and checked once per cold start: a bad deploy fails at
  * init, not on the thousandth request. Every setting is in README.md.
  */
-import { ConfigError } from './errors.ts';
+import { ConfigError } from '../../core/domain/errors.ts';
 import {
   type ProviderDefinition,
   type ProviderId,
   envPrefix,
   providerIds,
   resolveProviders,
-} from './providers.ts';
+} from '../../core/domain/providers.ts';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 

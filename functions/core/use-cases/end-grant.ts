@@ -6,12 +6,12 @@
  * outcome is logged and counted, never thrown.
  */
 import { randomUUID } from 'node:crypto';
-import { type StoredTokens, tokenContext } from './token-set.ts';
-import type { Deps } from './deps.ts';
-import { ConnectionNotFound } from './errors.ts';
-import { errorFields } from './logger.ts';
-import type { ConnectionRecord } from './store.ts';
-import { AWS_CALL_MAX_MS, LEASE_MS } from './timeline.ts';
+import { type StoredTokens, tokenContext } from '../domain/token-set.ts';
+import type { Deps } from '../../adapters/lambda/wiring.ts';
+import { ConnectionNotFound } from '../domain/errors.ts';
+import { errorFields } from '../../adapters/lambda/logger.ts';
+import type { ConnectionRecord } from '../../adapters/dynamodb/store.ts';
+import { AWS_CALL_MAX_MS, LEASE_MS } from '../domain/timeline.ts';
 
 export type RevokeReason = 'deleted' | 'reconnected' | 'superseded_result' | 'deleted_result';
 

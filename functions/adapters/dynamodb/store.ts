@@ -14,8 +14,8 @@ import {
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
-import type { Account, ProviderId } from './providers.ts';
-import { OWNER_INDEX, TTL_ATTRIBUTE, keys } from './table.ts';
+import type { Account, ProviderId } from '../../core/domain/providers.ts';
+import { OWNER_INDEX, TTL_ATTRIBUTE, keys } from '../../../manifest/table.ts';
 
 /** A connect session, created by `connect-session`, consumed once by `/connect`. */
 export interface SessionRecord {

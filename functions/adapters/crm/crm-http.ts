@@ -3,7 +3,7 @@
  * only for what is transient (network errors, 5xx, 429), with capped
  * exponential backoff and jitter that honours `Retry-After` (security.md row 11).
  */
-import { ProviderUnavailable } from './errors.ts';
+import { ProviderUnavailable } from '../../core/domain/errors.ts';
 
 export interface ProviderResponse {
   status: number;

@@ -5,9 +5,9 @@
  * `BrokerFunction`, so a permission never exists without the setting that
  * uses it, and the template tests check the result statement by statement.
  */
-import { tokenContext } from '../functions/lib/token-set.ts';
-import type { FunctionName } from '../functions/lib/routes.ts';
-import { DUE_INDEX, OWNER_INDEX } from '../functions/lib/table.ts';
+import { tokenContext } from '../functions/core/domain/token-set.ts';
+import type { FunctionName } from './functions.ts';
+import { DUE_INDEX, OWNER_INDEX } from './table.ts';
 
 export type TableAction =
   'dynamodb:GetItem' | 'dynamodb:PutItem' | 'dynamodb:UpdateItem' | 'dynamodb:DeleteItem';

@@ -6,22 +6,22 @@
  * timeline.ts).
  */
 import { randomUUID } from 'node:crypto';
-import type { Deps } from './deps.ts';
+import type { Deps } from '../../adapters/lambda/wiring.ts';
 import {
   BrokerUnavailable,
   ConnectionNotFound,
   NeedsReauth,
   ProviderUnavailable,
   isDependencyFailure,
-} from './errors.ts';
-import type { BrokerEventType } from './events.ts';
-import { revokeGrant } from './grants.ts';
-import { errorFields } from './logger.ts';
-import { TokenEndpointRejected } from './oauth.ts';
-import { OutcomeUnknown, ProviderProtocolError, type RetryPolicy } from './provider-http.ts';
-import type { ProviderDefinition, ProviderId } from './providers.ts';
-import { dueSlot } from './schedule.ts';
-import type { ConnectionRecord } from './store.ts';
+} from '../domain/errors.ts';
+import type { BrokerEventType } from '../../adapters/eventbridge/events.ts';
+import { revokeGrant } from './end-grant.ts';
+import { errorFields } from '../../adapters/lambda/logger.ts';
+import { TokenEndpointRejected } from '../../adapters/crm/oauth-client.ts';
+import { OutcomeUnknown, ProviderProtocolError, type RetryPolicy } from '../../adapters/crm/crm-http.ts';
+import type { ProviderDefinition, ProviderId } from '../domain/providers.ts';
+import { dueSlot } from '../domain/due-slot.ts';
+import type { ConnectionRecord } from '../../adapters/dynamodb/store.ts';
 import {
   AFTER_SEND_MAX_MS,
   LEASE_MS,
@@ -30,10 +30,10 @@ import {
   REFRESH_CALL_MAX_MS,
   STORE_ATTEMPT_MAX_MS,
   STORE_RESULT_MAX_MS,
-} from './timeline.ts';
-import { type StoredTokens, tokenContext, tokenExpiry } from './token-set.ts';
+} from '../domain/timeline.ts';
+import { type StoredTokens, tokenContext, tokenExpiry } from '../domain/token-set.ts';
 
-export { LEASE_MS } from './timeline.ts';
+export { LEASE_MS } from '../domain/timeline.ts';
 /** Refresh calls: 3 attempts, 200 ms doubling to at most 2 s, plus `Retry-After`, inside `REFRESH_CALL_MAX_MS`. */
 export const REFRESH_RETRY: RetryPolicy = { maxAttempts: 3, baseDelayMs: 200, maxDelayMs: 2_000 };
 const POLL_MS = 50;

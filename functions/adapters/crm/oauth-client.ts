@@ -2,15 +2,15 @@
  * The OAuth 2.0 client side (RFC 6749), each step split into building the
  * request and processing the response, driven by the provider registry.
  */
-import { ProviderUnavailable } from './errors.ts';
+import { ProviderUnavailable } from '../../core/domain/errors.ts';
 import {
   type ProviderHttp,
   ProviderProtocolError,
   type RequestLimits,
   type RetryPolicy,
   noRetry,
-} from './provider-http.ts';
-import type { Account, ProviderDefinition, TokenResponse } from './providers.ts';
+} from './crm-http.ts';
+import type { Account, ProviderDefinition, TokenResponse } from '../../core/domain/providers.ts';
 
 /**
  * What a refused token request means, by RFC 6749 §5.2 and interface.md's table:

@@ -6,11 +6,11 @@
  * secret an operator fixed is picked up by warm functions too.
  */
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import type { Config } from './config.ts';
-import { awsClientOptions } from './aws-clients.ts';
-import { ConfigError } from './errors.ts';
-import type { ClientSecrets } from './oauth.ts';
-import type { ProviderDefinition, ProviderId } from './providers.ts';
+import type { Config } from '../lambda/config.ts';
+import { awsClientOptions } from '../aws-clients.ts';
+import { ConfigError } from '../../core/domain/errors.ts';
+import type { ClientSecrets } from '../crm/oauth-client.ts';
+import type { ProviderDefinition, ProviderId } from '../../core/domain/providers.ts';
 
 export class ConfiguredClientSecrets implements ClientSecrets {
   private fromSecretsManager?: Promise<Partial<Record<ProviderId, string>>>;

@@ -5,9 +5,9 @@
  */
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import type { Logger } from '@aws-lambda-powertools/logger';
-import { awsClientOptions } from './aws-clients.ts';
-import { errorFields } from './logger.ts';
-import type { ProviderId } from './providers.ts';
+import { awsClientOptions } from '../aws-clients.ts';
+import { errorFields } from '../lambda/logger.ts';
+import type { ProviderId } from '../../core/domain/providers.ts';
 
 export const EVENT_SOURCE = 'crm-oauth-broker';
 

@@ -7,8 +7,8 @@
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
-import { FlowError, contractError } from './errors.ts';
-import { type HttpEvent, type HttpResult, errorPage, redirect, returnToWith } from './http.ts';
+import { FlowError, contractError } from '../../core/domain/errors.ts';
+import { type HttpEvent, type HttpResult, errorPage, redirect, returnToWith } from './responses.ts';
 import { errorFields } from './logger.ts';
 import type { BrokerMetrics } from './metrics.ts';
 

@@ -7,15 +7,15 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { type Config, type Env, loadConfig } from './config.ts';
-import { Envelope, type KeyProvider, KmsKeyProvider, LocalKeyProvider } from './envelope.ts';
-import { type EventPublisher, MemoryEventLog, createEventBridgePublisher } from './events.ts';
+import { Envelope, type KeyProvider, KmsKeyProvider, LocalKeyProvider } from '../kms/envelope.ts';
+import { type EventPublisher, MemoryEventLog, createEventBridgePublisher } from '../eventbridge/events.ts';
 import { createLogger } from './logger.ts';
 import { type BrokerMetrics, createMetrics } from './metrics.ts';
-import { OAuthClient } from './oauth.ts';
-import { ProviderHttp } from './provider-http.ts';
-import { ConfiguredClientSecrets } from './secrets.ts';
-import { Store } from './store.ts';
-import { awsClientOptions } from './aws-clients.ts';
+import { OAuthClient } from '../crm/oauth-client.ts';
+import { ProviderHttp } from '../crm/crm-http.ts';
+import { ConfiguredClientSecrets } from '../secrets/client-secrets.ts';
+import { Store } from '../dynamodb/store.ts';
+import { awsClientOptions } from '../aws-clients.ts';
 
 export interface Deps {
   config: Config;

@@ -6,11 +6,11 @@
  * whatever is left waits for the next run.
  */
 import { QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { Deps } from './deps.ts';
-import { errorFields } from './logger.ts';
-import { DUE_INDEX, DUE_SHARDS, keys } from './table.ts';
-import { RefreshInProgress, refreshConnection } from './tokens.ts';
-import type { ConnectionRecord } from './store.ts';
+import type { Deps } from '../../adapters/lambda/wiring.ts';
+import { errorFields } from '../../adapters/lambda/logger.ts';
+import { DUE_INDEX, DUE_SHARDS, keys } from '../../../manifest/table.ts';
+import { RefreshInProgress, refreshConnection } from './refresh-connection.ts';
+import type { ConnectionRecord } from '../../adapters/dynamodb/store.ts';
 
 export interface ScheduledRunOptions {
   /** Stop starting refreshes after this many ms (started ones run to their end). */

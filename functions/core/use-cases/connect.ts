@@ -4,17 +4,17 @@
  * through `Deps`.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { redirectUri } from './config.ts';
-import { ProviderUnavailable, FlowError } from './errors.ts';
-import type { Deps } from './deps.ts';
-import { isRandomToken, pkceChallenge, randomToken, safeEqual, sha256Hex } from './crypto.ts';
-import { errorFields } from './logger.ts';
-import { revokeGrant, revokeStoredGrant } from './grants.ts';
-import { TokenEndpointRejected, buildAuthorizationUrl } from './oauth.ts';
-import type { Account, ProviderId, TokenResponse } from './providers.ts';
-import type { ConnectionRecord, StateRecord } from './store.ts';
-import { dueSlot } from './schedule.ts';
-import { type StoredTokens, tokenContext, tokenExpiry } from './token-set.ts';
+import { redirectUri } from '../../adapters/lambda/config.ts';
+import { ProviderUnavailable, FlowError } from '../domain/errors.ts';
+import type { Deps } from '../../adapters/lambda/wiring.ts';
+import { isRandomToken, pkceChallenge, randomToken, safeEqual, sha256Hex } from '../domain/secrets.ts';
+import { errorFields } from '../../adapters/lambda/logger.ts';
+import { revokeGrant, revokeStoredGrant } from './end-grant.ts';
+import { TokenEndpointRejected, buildAuthorizationUrl } from '../../adapters/crm/oauth-client.ts';
+import type { Account, ProviderId, TokenResponse } from '../domain/providers.ts';
+import type { ConnectionRecord, StateRecord } from '../../adapters/dynamodb/store.ts';
+import { dueSlot } from '../domain/due-slot.ts';
+import { type StoredTokens, tokenContext, tokenExpiry } from '../domain/token-set.ts';
 
 /** The same owner, CRM and CRM account always map to the same connection id. */
 export function connectionIdFor(ownerId: string, provider: ProviderId, accountId: string): string {

@@ -3,8 +3,8 @@
  * index holds only connections with something to do, sharded by connection id.
  */
 import { createHash } from 'node:crypto';
-import type { Config } from './config.ts';
-import { DUE_SHARDS, keys } from './table.ts';
+import type { Config } from '../../adapters/lambda/config.ts';
+import { DUE_SHARDS, keys } from '../../../manifest/table.ts';
 
 export const shardOf = (connectionId: string): number =>
   (createHash('sha256').update(connectionId).digest()[0] as number) % DUE_SHARDS;

@@ -1,7 +1,7 @@
 /** Input validation for invoke payloads: precise `InvalidRequest` errors, nothing echoed back. */
 import type { Config } from './config.ts';
-import { InvalidRequest } from './errors.ts';
-import { type ProviderId, isProviderId } from './providers.ts';
+import { InvalidRequest } from '../../core/domain/errors.ts';
+import { type ProviderId, isProviderId } from '../../core/domain/providers.ts';
 
 export type Payload = Record<string, unknown>;
 
