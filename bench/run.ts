@@ -21,14 +21,14 @@ import * as authorize from '../functions/authorize.ts';
 import * as connectSession from '../functions/connect-session.ts';
 import { connectionIdFor } from '../functions/core/use-cases/connect.ts';
 import { tokenContext } from '../functions/core/domain/token-set.ts';
-import { type Deps, createDeps } from '../functions/adapters/lambda/wiring.ts';
+import { type BrokerDeps, createDeps } from '../functions/adapters/lambda/wiring.ts';
 import { KmsKeyProvider } from '../functions/adapters/kms/envelope.ts';
 import { MemoryEventLog } from '../functions/adapters/eventbridge/events.ts';
 import { createLogger } from '../functions/adapters/lambda/logger.ts';
 import { functionEntry, functionNames } from '../manifest/functions.ts';
 import { dueSlot } from '../functions/core/domain/due-slot.ts';
-import { findDueConnections, runScheduledRefresh } from '../functions/core/use-cases/scheduled-refresh.ts';
-import { keys } from '../manifest/table.ts';
+import { runScheduledRefresh } from '../functions/core/use-cases/scheduled-refresh.ts';
+import { duePkOf, keys } from '../functions/adapters/dynamodb/keys.ts';
 import { fetchToken } from '../functions/core/use-cases/refresh-connection.ts';
 import * as tokenFetch from '../functions/token-fetch.ts';
 import { startEmbeddedDynamo } from '../local/embedded-store.ts';
@@ -133,7 +133,13 @@ function brokerDeps(endpoint: string, kms: KmsDouble, crmUrl: string, tableName:
 }
 
 /** Writes connections straight into the table (BatchWriteItem), encrypted as the broker would. */
-async function seed(deps: Deps, dynamo: DynamoDBClient, count: number, dueEvery: number, prefix: string) {
+async function seed(
+  deps: BrokerDeps,
+  dynamo: DynamoDBClient,
+  count: number,
+  dueEvery: number,
+  prefix: string,
+) {
   const now = deps.now();
   // One real envelope per seeded table is enough for reads; refreshes re-encrypt with their own context.
   const ids: string[] = [];
@@ -163,12 +169,13 @@ async function seed(deps: Deps, dynamo: DynamoDBClient, count: number, dueEvery:
       updatedAt: now,
       gsi1pk: keys.ownerPk(ownerId),
       gsi1sk: `CONN#${connectionId}`,
-      ...dueSlot(deps.config, connectionId, {
+      ...dueSlot(deps.config, {
         expiresAt,
         refreshable: true,
         now,
         issuedLifetimeSeconds: 3600,
       }),
+      duePk: duePkOf(connectionId),
     });
     ids.push(connectionId);
   }
@@ -338,7 +345,7 @@ async function scheduler(endpoint: string, kms: KmsDouble, sizes: number[]) {
     const t0 = performance.now();
     await seed(deps, dynamo, size, 100, `sched-${size}`);
     const seedS = (performance.now() - t0) / 1000;
-    const due = await findDueConnections(dynamo, table, Math.floor(Date.now() / 1000), 100_000);
+    const due = await deps.store.findDueConnections(Math.floor(Date.now() / 1000), 100_000);
     const perDue = due.itemsRead / due.ids.length;
     out.push({
       size,
@@ -363,7 +370,7 @@ async function scheduler(endpoint: string, kms: KmsDouble, sizes: number[]) {
     await seed(deps, dynamo, 1000, 1, 'wall');
     crm.calls = 0;
     const t = performance.now();
-    const summary = await runScheduledRefresh(deps, dynamo, { budgetMs: 240_000, maxConnections: 1000 });
+    const summary = await runScheduledRefresh(deps, { budgetMs: 240_000, maxConnections: 1000 });
     const seconds = (performance.now() - t) / 1000;
     wall = {
       due: summary.due,

@@ -3,13 +3,20 @@
  * flow to this browser with a cookie, and send the browser to the CRM.
  */
 import { beginAuthorization } from './core/use-cases/connect.ts';
-import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { FlowError } from './core/domain/errors.ts';
-import { FLOW_COOKIE, type HttpEvent, flowCookie, queryParams, readCookie, redirect } from './adapters/lambda/responses.ts';
+import {
+  FLOW_COOKIE,
+  type HttpEvent,
+  flowCookie,
+  queryParams,
+  readCookie,
+  redirect,
+} from './adapters/lambda/responses.ts';
 import { httpHandler } from './adapters/lambda/middleware.ts';
 import { isProviderId } from './core/domain/providers.ts';
 
-export const createHandler = (deps: Deps) =>
+export const createHandler = (deps: BrokerDeps) =>
   httpHandler(deps, 'authorize', async (event: HttpEvent) => {
     const provider = event.pathParameters?.provider;
     if (!isProviderId(provider) || !deps.config.clients[provider]) {

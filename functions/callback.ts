@@ -10,7 +10,7 @@
  * (security.md row 2). The cookie is never relaxed to `SameSite=None`.
  */
 import { type CallbackParams, completeAuthorization } from './core/use-cases/connect.ts';
-import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { FlowError } from './core/domain/errors.ts';
 import {
   FLOW_COOKIE,
@@ -29,7 +29,7 @@ import { isProviderId } from './core/domain/providers.ts';
 const FIELDS = ['state', 'code', 'error', 'error_description', 'iss'] as const;
 const BOUNCED = '_bounced';
 
-export const createHandler = (deps: Deps) =>
+export const createHandler = (deps: BrokerDeps) =>
   httpHandler(deps, 'callback', async (event: HttpEvent) => {
     const provider = event.pathParameters?.provider;
     if (!isProviderId(provider) || !deps.config.clients[provider]) {

@@ -3,11 +3,11 @@
  * a browser is about to create, and gets a short-lived, single-use connect URL.
  */
 import { createConnectSession } from './core/use-cases/connect.ts';
-import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { invokeHandler } from './adapters/lambda/middleware.ts';
 import * as v from './adapters/lambda/validate.ts';
 
-export const createHandler = (deps: Deps) =>
+export const createHandler = (deps: BrokerDeps) =>
   invokeHandler(deps, 'connect-session', async (event: unknown) => {
     const payload = v.objectPayload(event, ['ownerId', 'provider', 'returnTo']);
     const ownerId = v.ownerId(payload.ownerId);

@@ -5,7 +5,7 @@
  * tokens). Never returns a token.
  */
 import type { Context } from 'aws-lambda';
-import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { deleteConnection } from './core/use-cases/end-grant.ts';
 import { ConnectionNotFound, InvalidRequest } from './core/domain/errors.ts';
 import { invokeHandler } from './adapters/lambda/middleware.ts';
@@ -30,7 +30,7 @@ export const publicView = (c: ConnectionRecord) => ({
   updatedAt: iso(c.updatedAt) as string,
 });
 
-export const createHandler = (deps: Deps) =>
+export const createHandler = (deps: BrokerDeps) =>
   invokeHandler(deps, 'connections', async (event: unknown, context: Context) => {
     const action = (event as { action?: unknown } | null)?.action;
     switch (action) {

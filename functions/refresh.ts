@@ -4,7 +4,7 @@
  * or by Lambda Invoke with `{ "connectionId": "..." }`.
  */
 import type { Context } from 'aws-lambda';
-import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { contractError } from './core/domain/errors.ts';
 import type { ErrorType } from './core/domain/errors.ts';
 import type { HttpResult } from './adapters/lambda/responses.ts';
@@ -35,7 +35,7 @@ const json = (statusCode: number, body: unknown): HttpResult => ({
   body: JSON.stringify(body),
 });
 
-export const createHandler = (deps: Deps) => {
+export const createHandler = (deps: BrokerDeps) => {
   const force = async (connectionId: unknown, context: Context) => {
     const deadline = functionDeadline(deps.now(), context.getRemainingTimeInMillis?.());
     const answer = await fetchToken(deps, {

@@ -4,13 +4,13 @@
  * valid for `minValiditySeconds`, or on `forceRefresh`. Never the refresh token.
  */
 import type { Context } from 'aws-lambda';
-import { type Deps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { invokeHandler } from './adapters/lambda/middleware.ts';
 import { fetchToken } from './core/use-cases/refresh-connection.ts';
 import { functionDeadline } from './core/domain/timeline.ts';
 import * as v from './adapters/lambda/validate.ts';
 
-export const createHandler = (deps: Deps) =>
+export const createHandler = (deps: BrokerDeps) =>
   invokeHandler(deps, 'token-fetch', async (event: unknown, context: Context) => {
     const payload = v.objectPayload(event, ['connectionId', 'minValiditySeconds', 'forceRefresh']);
     const started = deps.now();

@@ -17,7 +17,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { EVENT_SOURCE } from '../functions/adapters/eventbridge/events.ts';
+import { EVENT_SOURCE } from '../manifest/functions.ts';
 import { type FunctionName, functionEntry, functionSettings } from '../manifest/functions.ts';
 import type { IndexName, KeyAction, TableAction } from '../manifest/access.ts';
 import { TOKEN_CONTEXT_KEYS, TOKEN_PURPOSE } from '../manifest/access.ts';

@@ -1,6 +1,6 @@
 /**
  * Alarms and the dashboard. The functions publish their business metrics as
- * Powertools Metrics in CloudWatch EMF (functions/adapters/lambda/metrics.ts): namespace
+ * Powertools Metrics in CloudWatch EMF (functions/core/domain/metric-names.ts): namespace
  * `POWERTOOLS_METRICS_NAMESPACE`, dimension `service` = `POWERTOOLS_SERVICE_NAME`
  * (plus `Function` for the per-function outcomes), next to Lambda's, API
  * Gateway's and SQS's own metrics.

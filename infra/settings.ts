@@ -4,8 +4,7 @@
  * first request. Nothing secret belongs here; client secrets live in Secrets
  * Manager (see README.md, "Deploy to AWS").
  */
-import { originOf } from '../functions/adapters/lambda/config.ts';
-import { type ProviderId, providerIds } from '../functions/core/domain/providers.ts';
+import { type ProviderId, originOf, providerIds } from '../manifest/functions.ts';
 
 export interface CustomDomain {
   /** e.g. `crm-auth.example.com`; becomes `PUBLIC_BASE_URL`. */

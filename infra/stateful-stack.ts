@@ -11,7 +11,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
-import { providerIds } from '../functions/core/domain/providers.ts';
+import { providerIds } from '../manifest/functions.ts';
 import { TTL_ATTRIBUTE, tableDefinition } from '../manifest/table.ts';
 import { TOKEN_CONTEXT_KEYS, TOKEN_PURPOSE } from '../manifest/access.ts';
 import type { BrokerSettings } from './settings.ts';

@@ -20,7 +20,7 @@ import * as schedulerTargets from 'aws-cdk-lib/aws-scheduler-targets';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
-import { envPrefix, providerIds } from '../functions/core/domain/providers.ts';
+import { envPrefix, providerIds } from '../manifest/functions.ts';
 import { type FunctionName, functionNames, httpRoutes, invokableFunctions } from '../manifest/functions.ts';
 import { functionAccess } from '../manifest/access.ts';
 import { BrokerFunction } from './broker-function.ts';

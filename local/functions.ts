@@ -4,7 +4,7 @@ import * as authorize from '../functions/authorize.ts';
 import * as callback from '../functions/callback.ts';
 import * as connectSession from '../functions/connect-session.ts';
 import * as connections from '../functions/connections.ts';
-import type { Deps } from '../functions/adapters/lambda/wiring.ts';
+import type { BrokerDeps } from '../functions/adapters/lambda/wiring.ts';
 import type { FunctionName } from '../manifest/functions.ts';
 import * as refresh from '../functions/refresh.ts';
 import * as refreshScheduled from '../functions/refresh-scheduled.ts';
@@ -12,7 +12,7 @@ import * as tokenFetch from '../functions/token-fetch.ts';
 
 export type AnyHandler = (event: never, context: Context) => Promise<unknown>;
 
-export const handlerFactories: Record<FunctionName, (deps: Deps) => AnyHandler> = {
+export const handlerFactories: Record<FunctionName, (deps: BrokerDeps) => AnyHandler> = {
   'connect-session': connectSession.createHandler,
   authorize: authorize.createHandler,
   callback: callback.createHandler,

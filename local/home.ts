@@ -4,21 +4,17 @@
  * which nothing in AWS ever does.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type AttributeValue, type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
-import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { publicView } from '../functions/connections.ts';
-import type { Deps } from '../functions/adapters/lambda/wiring.ts';
+import type { BrokerDeps } from '../functions/adapters/lambda/wiring.ts';
 import type { MemoryEventLog } from '../functions/adapters/eventbridge/events.ts';
 import { escapeHtml, htmlPage } from '../functions/adapters/lambda/responses.ts';
 import { type ProviderId, isProviderId } from '../functions/core/domain/providers.ts';
 import type { FunctionName } from '../manifest/functions.ts';
-import type { ConnectionRecord } from '../functions/adapters/dynamodb/store.ts';
 
 export const DEMO_OWNER = 'demo-owner';
 
 interface HomeDeps {
-  deps: Deps;
-  dynamo: DynamoDBClient;
+  deps: BrokerDeps;
   events: MemoryEventLog;
   invoke: (name: FunctionName, payload: unknown) => Promise<unknown>;
   sandboxProviders: ProviderId[];
@@ -26,21 +22,8 @@ interface HomeDeps {
 }
 
 async function allConnections(h: HomeDeps): Promise<ReturnType<typeof publicView>[]> {
-  const out: ReturnType<typeof publicView>[] = [];
-  let startKey: Record<string, AttributeValue> | undefined;
-  do {
-    const page = await h.dynamo.send(
-      new ScanCommand({ TableName: h.deps.config.tableName, ExclusiveStartKey: startKey }),
-    );
-    for (const item of page.Items ?? []) {
-      const record = unmarshall(item);
-      if (typeof record.pk === 'string' && record.pk.startsWith('CONN#')) {
-        out.push(publicView(record as unknown as ConnectionRecord));
-      }
-    }
-    startKey = page.LastEvaluatedKey;
-  } while (startKey);
-  return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  const all = await h.deps.store.scanConnections();
+  return all.map(publicView).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
 }
 
 function readForm(req: IncomingMessage): Promise<URLSearchParams> {

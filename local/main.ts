@@ -9,9 +9,11 @@ const base = server.deps.config.publicBaseUrl;
 console.log(`crm-oauth-broker listening on ${base}`);
 console.log(`  open ${base}/ to connect a CRM (sandbox: ${server.sandboxProviders.join(', ') || 'none'})`);
 console.log(`  Lambda Invoke API: new LambdaClient({ endpoint: '${server.url}' })`);
-const stop = async () => {
-  await server.close();
-  process.exit(0);
+const stop = () => {
+  server.close().then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
 };
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);

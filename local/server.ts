@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context } from 'aws-lambda';
 import { awsClientOptions } from '../functions/adapters/aws-clients.ts';
-import { type Deps, type DepsOverrides, createDeps } from '../functions/adapters/lambda/wiring.ts';
+import { type BrokerDeps, type DepsOverrides, createDeps } from '../functions/adapters/lambda/wiring.ts';
 import { MemoryEventLog } from '../functions/adapters/eventbridge/events.ts';
 import type { HttpResult } from '../functions/adapters/lambda/responses.ts';
 import { type ProviderId, envPrefix, providerIds } from '../functions/core/domain/providers.ts';
@@ -48,7 +48,7 @@ export interface LocalServerOptions {
 export interface LocalServer {
   url: string;
   port: number;
-  deps: Deps;
+  deps: BrokerDeps;
   events: MemoryEventLog;
   sandbox: Sandbox;
   /** Which providers are served by the sandbox (no client credentials configured). */
@@ -191,7 +191,7 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
         lambdaContext(name, functionSettings[name].timeoutSeconds * 1000),
       );
 
-    const home = homeRoutes({ deps, dynamo, events, invoke, sandboxProviders, baseUrl });
+    const home = homeRoutes({ deps, events, invoke, sandboxProviders, baseUrl });
 
     app = async (req, res) => {
       const url = new URL(req.url ?? '/', baseUrl);

@@ -1,7 +1,13 @@
 /**
- * The one route table: the CDK stack and the local server both read it, so
- * what runs locally is what deploys.
+ * The deploy manifest: every function, its settings and routes. The CDK stack,
+ * the local server and the tests all read it, so what runs locally is what
+ * deploys; infra/ imports nothing of the broker but the manifest.
  */
+export { type ProviderId, envPrefix, providerIds } from '../functions/core/domain/providers.ts';
+export { originOf } from '../functions/core/domain/config.ts';
+
+/** `source` of every event the broker publishes (EventBridge rules and the role's condition use it). */
+export const EVENT_SOURCE = 'crm-oauth-broker';
 
 /** Every Lambda function of the broker, by its public name. */
 export const functionNames = [

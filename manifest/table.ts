@@ -1,6 +1,7 @@
 /**
- * The single DynamoDB table's shape. Store code, the embedded local store,
- * the tests and the CDK stack all build the table from this one description.
+ * The single DynamoDB table's shape. The CDK stack, the local table setup and
+ * the tests build the table from this one description; the key formats below
+ * are the store adapter's (functions/adapters/dynamodb/keys.ts).
  *
  * Items (all single-item operations, no transactions):
  *
@@ -35,14 +36,6 @@ export const OWNER_INDEX_ATTRIBUTES = [
   'createdAt',
   'updatedAt',
 ] as const;
-
-export const keys = {
-  session: (sessionHash: string) => ({ pk: `SESSION#${sessionHash}`, sk: 'SESSION' }),
-  state: (stateHash: string) => ({ pk: `STATE#${stateHash}`, sk: 'STATE' }),
-  connection: (connectionId: string) => ({ pk: `CONN#${connectionId}`, sk: 'CONN' }),
-  ownerPk: (ownerId: string) => `OWNER#${ownerId}`,
-  duePk: (shard: number) => `DUE#${shard}`,
-};
 
 export function tableDefinition(tableName: string): CreateTableCommandInput {
   return {

@@ -346,8 +346,8 @@ describe('operations', () => {
     expect(body).toContain('Function[token-fetch].Ref');
   });
 
-  it('shows every count metric the code publishes on the dashboard (functions/adapters/lambda/metrics.ts)', () => {
-    const code = readFileSync(join(REPO_ROOT, 'functions/adapters/lambda/metrics.ts'), 'utf8');
+  it('shows every count metric the code publishes on the dashboard (functions/core/domain/metric-names.ts)', () => {
+    const code = readFileSync(join(REPO_ROOT, 'functions/core/domain/metric-names.ts'), 'utf8');
     const countMetric = /export type CountMetric =([^;]*);/.exec(code)?.[1] ?? '';
     const published = [...countMetric.matchAll(/\|\s*'([A-Za-z]+)'/g)].map((m) => m[1] as string);
     expect(published).toContain('ClientCredentialsRejected');
@@ -383,8 +383,8 @@ describe('operations', () => {
     }
   });
 
-  it('every metric it reads is one the code publishes (functions/adapters/lambda/metrics.ts)', () => {
-    const code = readFileSync(join(REPO_ROOT, 'functions/adapters/lambda/metrics.ts'), 'utf8');
+  it('every metric it reads is one the code publishes (functions/core/domain/metric-names.ts)', () => {
+    const code = readFileSync(join(REPO_ROOT, 'functions/core/domain/metric-names.ts'), 'utf8');
     for (const name of emfMetricNames) expect(code, name).toContain(`'${name}'`);
   });
 

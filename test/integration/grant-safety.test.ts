@@ -10,17 +10,14 @@
  * CRM gave, so each test can check that no token the CRM handed out for a
  * deleted or replaced grant still redeems.
  */
-import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
-import { marshall } from '@aws-sdk/util-dynamodb';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { deleteConnection } from '../../functions/core/use-cases/end-grant.ts';
-import { shardOf } from '../../functions/core/domain/due-slot.ts';
 import { runScheduledRefresh } from '../../functions/core/use-cases/scheduled-refresh.ts';
-import { keys } from '../../manifest/table.ts';
 import { AWS_CALL_MAX_MS, LEASE_MS } from '../../functions/core/domain/timeline.ts';
 import { Browser } from '../support/browser.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
 import { returnToOf, startConnect } from '../support/flows.ts';
+import { makeDue } from '../support/items.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
 import { type OidcCrm, startOidcCrm } from '../support/oidc-crm.ts';
 
@@ -69,23 +66,6 @@ async function connectClose(ownerId = `owner-${++owners}`): Promise<string> {
   const final = new URL(done.url);
   expect(final.searchParams.get('status')).toBe('connected');
   return final.searchParams.get('connection_id') as string;
-}
-
-/** Makes a connection's token about to expire and the connection due for the scheduler now. */
-async function makeDue(connectionId: string) {
-  const now = Date.now();
-  await broker.server.dynamo.send(
-    new UpdateItemCommand({
-      TableName: broker.server.deps.config.tableName,
-      Key: marshall(keys.connection(connectionId)),
-      UpdateExpression: 'SET expiresAt = :expiresAt, dueAt = :dueAt, duePk = :duePk',
-      ExpressionAttributeValues: marshall({
-        ':expiresAt': now + 5_000,
-        ':dueAt': Math.floor(now / 1000),
-        ':duePk': keys.duePk(shardOf(connectionId)),
-      }),
-    }),
-  );
 }
 
 const get = async (connectionId: string) =>
@@ -171,13 +151,13 @@ describe('a refresh, once sent, runs to its end (row 18)', () => {
   it('a scheduler run with more due than its budget, against a slow healthy CRM: 0 grants revoked, all active', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 24; i++) ids.push(await connectClose());
-    for (const id of ids) await makeDue(id);
+    for (const id of ids) await makeDue(broker, id);
     crm.reset();
     proxy.clear();
     proxy.delayAnswers(700);
 
     const started = Date.now();
-    const summary = await runScheduledRefresh(broker.server.deps, broker.server.dynamo, {
+    const summary = await runScheduledRefresh(broker.server.deps, {
       budgetMs: 1_000,
       concurrency: 10,
       jitterMs: 0,
@@ -232,7 +212,7 @@ describe('only invalid_grant is a dead grant (row 19)', () => {
     const tokensBefore = await Promise.all(
       ids.map(async (id) => value(await broker.invoke('token-fetch', { connectionId: id })).accessToken),
     );
-    for (const id of ids) await makeDue(id);
+    for (const id of ids) await makeDue(broker, id);
     const rightSecret = crm.env.CLOSE_CLIENT_SECRET as string;
     await crm.setClientSecret('rotated-at-the-crm-by-an-operator');
     try {

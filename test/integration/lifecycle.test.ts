@@ -122,7 +122,7 @@ describe('row 10: a dead grant', () => {
     expect(proxy.requests).toBe(requests + 1);
     const r = await record(id);
     expect(r.status).toBe('needs_reauth');
-    expect(r.duePk).toBeUndefined();
+    expect(r.dueAt).toBeUndefined();
     expect(r.lastError).toBe('invalid_grant');
     expect(events(id)).toContain('connection.needs_reauth');
     // Callers get NeedsReauth without another call to the CRM.

@@ -11,15 +11,12 @@
  *   longer decrypt) waits the longest backoff instead of being read first on
  *   every run.
  */
-import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
-import { marshall } from '@aws-sdk/util-dynamodb';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { shardOf } from '../../functions/core/domain/due-slot.ts';
-import { keys } from '../../manifest/table.ts';
 import { AWS_ATTEMPT_TIMEOUT_MS, LEASE_MS } from '../../functions/core/domain/timeline.ts';
 import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../local/embedded-store.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
 import { connect } from '../support/flows.ts';
+import { makeDue } from '../support/items.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
 
 let store: EmbeddedDynamo;
@@ -72,24 +69,6 @@ async function raw(connectionId: string) {
   return record;
 }
 
-async function makeDue(connectionId: string, extra: Record<string, unknown> = {}) {
-  const now = Date.now();
-  const values = {
-    ':expiresAt': now + 5_000,
-    ':dueAt': Math.floor(now / 1000),
-    ':duePk': keys.duePk(shardOf(connectionId)),
-    ...Object.fromEntries(Object.entries(extra).map(([k, v]) => [`:${k}`, v])),
-  };
-  await broker.server.dynamo.send(
-    new UpdateItemCommand({
-      TableName: broker.server.deps.config.tableName,
-      Key: marshall(keys.connection(connectionId)),
-      UpdateExpression: `SET ${['expiresAt', 'dueAt', 'duePk', ...Object.keys(extra)].map((k) => `${k} = :${k}`).join(', ')}`,
-      ExpressionAttributeValues: marshall(values),
-    }),
-  );
-}
-
 /** The DynamoDB call the refresh result is stored with: an UpdateItem that writes `#tokens`. */
 const isResultWrite = (r: { body: string }) =>
   r.body.includes('"UpdateExpression"') && r.body.includes('#tokens = :tokens');
@@ -121,7 +100,7 @@ describe('a store that hangs after the CRM rotated the token (row 18)', () => {
 describe('no poison items', () => {
   it('a transient failure moves the due time forward with backoff; the run after does not see it', async () => {
     const id = await connected('owner-backoff');
-    await makeDue(id);
+    await makeDue(broker, id);
     crmProxy.failNext({ status: 503 }, 10);
     const now = Date.now();
     const first = value(await broker.invoke('refresh-scheduled', {}));
@@ -138,7 +117,7 @@ describe('no poison items', () => {
     const a = await connected('owner-poison-a');
     const b = await connected('owner-poison-b');
     // B's ciphertext in A's item: it fails to decrypt for A (security.md row 13), and that will not heal.
-    await makeDue(a, { tokens: (await raw(b)).tokens });
+    await makeDue(broker, a, { extra: { tokens: (await raw(b)).tokens } });
     const refreshes = closeRefreshCalls();
     const now = Date.now();
 

@@ -8,13 +8,10 @@
  * - a dead grant gives `NeedsReauth` after one call, no retry, and the
  *   connection is `needs_reauth`.
  */
-import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
-import { marshall } from '@aws-sdk/util-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { shardOf } from '../../functions/core/domain/due-slot.ts';
-import { keys } from '../../manifest/table.ts';
 import { Browser } from '../support/browser.ts';
 import { returnToOf, startConnect } from '../support/flows.ts';
+import { makeDue } from '../support/items.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
 import { type OidcCrm, startOidcCrm } from '../support/oidc-crm.ts';
 
@@ -54,24 +51,6 @@ async function connectClose(ownerId: string): Promise<string> {
   return final.searchParams.get('connection_id') as string;
 }
 
-/** Makes the stored token about to expire (5 s left) and the connection due for the scheduler now. */
-async function makeExpiring(connectionId: string) {
-  const now = Date.now();
-  await broker.server.dynamo.send(
-    new UpdateItemCommand({
-      TableName: broker.server.deps.config.tableName,
-      Key: marshall(keys.connection(connectionId)),
-      UpdateExpression: 'SET expiresAt = :expiresAt, dueAt = :dueAt, duePk = :duePk',
-      ConditionExpression: 'attribute_exists(pk)',
-      ExpressionAttributeValues: marshall({
-        ':expiresAt': now + 5_000,
-        ':dueAt': Math.floor(now / 1000),
-        ':duePk': keys.duePk(shardOf(connectionId)),
-      }),
-    }),
-  );
-}
-
 describe('refresh race against a rotating, reuse-detecting CRM', () => {
   let connectionId: string;
 
@@ -94,7 +73,7 @@ describe('refresh race against a rotating, reuse-detecting CRM', () => {
     for (let round = 0; round < ROUNDS; round++) {
       crm.reset();
       crm.setTokenLatency(round % 3 === 1 ? 100 : 0);
-      await makeExpiring(connectionId);
+      await makeDue(broker, connectionId);
 
       const [scheduled, ...fetched] = await Promise.all([
         broker.invoke('refresh-scheduled', {}),

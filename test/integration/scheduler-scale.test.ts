@@ -7,7 +7,7 @@ import { marshall } from '@aws-sdk/util-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectionIdFor } from '../../functions/core/use-cases/connect.ts';
 import { dueSlot } from '../../functions/core/domain/due-slot.ts';
-import { keys } from '../../manifest/table.ts';
+import { duePkOf, keys } from '../../functions/adapters/dynamodb/keys.ts';
 import { connect } from '../support/flows.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
 
@@ -55,12 +55,13 @@ async function seedIdle(count: number) {
               updatedAt: now(),
               gsi1pk: keys.ownerPk(ownerId),
               gsi1sk: `CONN#${connectionId}`,
-              ...dueSlot(config, connectionId, {
+              ...dueSlot(config, {
                 expiresAt,
                 refreshable: true,
                 now: now(),
                 issuedLifetimeSeconds: 604_800,
               }),
+              duePk: duePkOf(connectionId),
             },
             { removeUndefinedValues: true },
           ),

@@ -18,7 +18,7 @@ import {
   contractError,
   isDependencyFailure,
 } from '../../functions/core/domain/errors.ts';
-import { keys } from '../../manifest/table.ts';
+import { keys } from '../../functions/adapters/dynamodb/keys.ts';
 import { lambdaContext } from '../../local/lambda-events.ts';
 
 /** An error as it leaves an SDK client's `send` after its retries: named, with `$metadata`. */

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../functions/adapters/lambda/config.ts';
-import { dueSlot, refreshLeadMs, shardOf } from '../../functions/core/domain/due-slot.ts';
+import { dueSlot, refreshLeadMs } from '../../functions/core/domain/due-slot.ts';
+import { shardOf } from '../../functions/adapters/dynamodb/keys.ts';
 import type { ConnectionRecord } from '../../functions/adapters/dynamodb/store.ts';
 import { DUE_SHARDS } from '../../manifest/table.ts';
 import { staysValid } from '../../functions/core/use-cases/refresh-connection.ts';
@@ -35,24 +36,20 @@ describe('when the scheduler visits a connection', () => {
   it('refreshes a lead window before expiry, never more than half the lifetime', () => {
     expect(refreshLeadMs(config, 3600)).toBe(900_000);
     expect(refreshLeadMs(config, 600)).toBe(300_000);
-    const slot = dueSlot(config, 'conn_x', {
+    const slot = dueSlot(config, {
       expiresAt: now + 3600_000,
       refreshable: true,
       now,
       issuedLifetimeSeconds: 3600,
     });
     expect(slot.dueAt).toBe(Math.floor((now + 2700_000) / 1000));
-    expect(slot.duePk).toMatch(/^DUE#[0-7]$/);
   });
 
   it('checks a non-expiring token after the health-check interval, and leaves unrefreshable ones off the index', () => {
-    expect(dueSlot(config, 'conn_x', { expiresAt: null, refreshable: false, now }).dueAt).toBe(
+    expect(dueSlot(config, { expiresAt: null, refreshable: false, now }).dueAt).toBe(
       Math.floor((now + 86_400_000) / 1000),
     );
-    expect(dueSlot(config, 'conn_x', { expiresAt: now + 1000, refreshable: false, now })).toEqual({
-      duePk: undefined,
-      dueAt: undefined,
-    });
+    expect(dueSlot(config, { expiresAt: now + 1000, refreshable: false, now })).toEqual({ dueAt: undefined });
   });
 
   it('spreads connections over every shard', () => {

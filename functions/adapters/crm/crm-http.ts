@@ -4,19 +4,18 @@
  * exponential backoff and jitter that honours `Retry-After` (security.md row 11).
  */
 import { ProviderUnavailable } from '../../core/domain/errors.ts';
+import {
+  OutcomeUnknown,
+  ProviderProtocolError,
+  type RequestLimits,
+  type RetryPolicy,
+} from '../../core/domain/crm-errors.ts';
 
 export interface ProviderResponse {
   status: number;
   headers: Headers;
   /** Parsed JSON body, or undefined when the body was not JSON. */
   json: unknown;
-}
-
-export interface RetryPolicy {
-  /** Total attempts, the first included. */
-  maxAttempts: number;
-  baseDelayMs: number;
-  maxDelayMs: number;
 }
 
 export const noRetry: RetryPolicy = { maxAttempts: 1, baseDelayMs: 0, maxDelayMs: 0 };
@@ -29,14 +28,6 @@ export interface ProviderHttpOptions {
   sleep?: (ms: number) => Promise<void>;
   random?: () => number;
   now?: () => number;
-}
-
-/** The CRM answered, but not in a way we can use (unparseable, oversized): transient, never a dead grant. */
-export class ProviderProtocolError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ProviderProtocolError';
-  }
 }
 
 /** Whole seconds from a `Retry-After` header (delta-seconds or HTTP date), capped at an hour. */
@@ -74,22 +65,6 @@ async function readCapped(response: Response, maxBytes: number): Promise<string>
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/** How one request may be retried and for how long. */
-export interface RequestLimits {
-  /** Epoch ms: no attempt runs and no wait lasts past it (calls that cannot burn a grant). */
-  deadline?: number;
-  /** Epoch ms: no new attempt starts after it, but a started attempt gets its whole timeout (refreshes). */
-  startAttemptsBy?: number;
-  /** Timeout of one attempt; the client's default when absent. */
-  timeoutMs?: number;
-  /**
-   * Retry after an answer lost once the request may have reached the CRM (a timeout, a connection
-   * dropped after sending, a gateway's 502/504)? False for a refresh at a CRM that rotates refresh
-   * tokens: the retry would present the token the CRM may just have rotated away (security.md row 18).
-   */
-  retryAmbiguous?: boolean;
-}
-
 /** Network errors raised before the request could have left this machine: safe to retry for anything. */
 const NOT_SENT_CODES = new Set([
   'ECONNREFUSED',
@@ -105,13 +80,6 @@ const neverSent = (err: unknown): boolean => {
 };
 /** Gateway answers: the CRM behind the gateway may have processed the request. */
 const isGatewayStatus = (status: number): boolean => status === 502 || status === 504;
-
-/** No usable answer came, after the request may have reached the CRM: the CRM may have committed it. */
-export class OutcomeUnknown extends ProviderUnavailable {
-  constructor(options?: { cause?: unknown }) {
-    super('The CRM may have processed the request, but its answer was lost', undefined, options);
-  }
-}
 
 export class ProviderHttp {
   private readonly fetch: typeof fetch;
@@ -189,3 +157,10 @@ export class ProviderHttp {
     throw new ProviderUnavailable('The CRM could not be reached', undefined, { cause: lastError });
   }
 }
+
+export {
+  OutcomeUnknown,
+  ProviderProtocolError,
+  type RequestLimits,
+  type RetryPolicy,
+} from '../../core/domain/crm-errors.ts';

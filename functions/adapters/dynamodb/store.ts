@@ -11,73 +11,22 @@ import {
   GetItemCommand,
   PutItemCommand,
   QueryCommand,
+  ScanCommand,
   UpdateItemCommand,
+  type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
-import type { Account, ProviderId } from '../../core/domain/providers.ts';
-import { OWNER_INDEX, TTL_ATTRIBUTE, keys } from '../../../manifest/table.ts';
+import type { ProviderId } from '../../core/domain/providers.ts';
+import type { ConnectionRecord, SessionRecord, StateRecord } from '../../core/domain/records.ts';
 
-/** A connect session, created by `connect-session`, consumed once by `/connect`. */
-export interface SessionRecord {
-  sessionHash: string;
-  ownerId: string;
-  provider: ProviderId;
-  returnTo?: string;
-  /** Epoch ms. */
-  expiresAt: number;
-}
-
-/** One authorization attempt: the `state` (stored only as its hash) and what the callback needs. */
-export interface StateRecord {
-  stateHash: string;
-  provider: ProviderId;
-  ownerId: string;
-  returnTo?: string;
-  /** SHA-256 of the browser-binding cookie value. */
-  cookieHash: string;
-  /**
-   * PKCE verifier (RFC 7636), kept server side for the few minutes of the flow.
-   * Useless without the authorization code, which never touches storage.
-   */
-  codeVerifier?: string;
-  expiresAt: number;
-}
-
-export type ConnectionStatus = 'active' | 'needs_reauth';
-
-export interface ConnectionRecord {
-  connectionId: string;
-  ownerId: string;
-  provider: ProviderId;
-  account: Account;
-  status: ConnectionStatus;
-  /** Envelope-encrypted token set (see envelope.ts). */
-  tokens: string;
-  /** Epoch ms the access token expires, or null when it never does (Copper). */
-  expiresAt: number | null;
-  /** `expires_in` of the last token response: the token's issued lifetime. */
-  issuedLifetimeSeconds: number | null;
-  lastRefreshedAt: number | null;
-  lastError: string | null;
-  createdAt: number;
-  updatedAt: number;
-  /** Incremented by every token write; a refresh writes only if it is unchanged. */
-  version: number;
-  /**
-   * Random id of the authorization (grant) the tokens belong to: set by each connect, kept by
-   * refreshes. A refresh result for another grant than the stored one was superseded by a
-   * reconnect. Absent on items stored before it existed.
-   */
-  grantId?: string;
-  /** Refresh lease: who holds it and until when (epoch ms). */
-  leaseOwner?: string;
-  leaseUntil?: number;
-  /** Consecutive transient refresh failures, for backing off between scheduler runs. */
-  refreshFailures: number;
-  /** Sparse due-time index: shard and epoch seconds when the scheduler should visit. */
-  duePk?: string;
-  dueAt?: number;
-}
+export type {
+  ConnectionRecord,
+  ConnectionStatus,
+  SessionRecord,
+  StateRecord,
+} from '../../core/domain/records.ts';
+import { DUE_INDEX, DUE_SHARDS, OWNER_INDEX, TTL_ATTRIBUTE } from '../../../manifest/table.ts';
+import { duePkOf, keys } from './keys.ts';
 
 const epochSeconds = (ms: number): number => Math.ceil(ms / 1000);
 
@@ -86,6 +35,18 @@ function isConditionFailure(err: unknown): boolean {
     err instanceof ConditionalCheckFailedException ||
     (err as Error)?.name === 'ConditionalCheckFailedException'
   );
+}
+
+/**
+ * The due index's partition follows the due time: set with it, removed with it
+ * (the index is sparse: only connections the scheduler must visit are in it).
+ */
+function withDuePartition<T extends { dueAt?: number | undefined }>(
+  connectionId: string,
+  fields: T,
+): T & { duePk?: string | undefined } {
+  if (!('dueAt' in fields)) return fields;
+  return { ...fields, duePk: fields.dueAt === undefined ? undefined : duePkOf(connectionId) };
 }
 
 /** Builds `SET a = :a, ...` / `REMOVE ...` from plain values; undefined means REMOVE. */
@@ -117,9 +78,78 @@ export class Store {
     readonly tableName: string,
   ) {}
 
-  /** The DynamoDB client this store uses (the scheduler queries the due index with it). */
+  /** The DynamoDB client this store uses (tests and the local demo page read raw items with it). */
   get client(): DynamoDBClient {
     return this.db;
+  }
+
+  /**
+   * Connection ids due now, read from the sparse, sharded due index (never a
+   * Scan): every shard in parallel for its share of `limit`, then shards with
+   * more due top up whatever share the others did not use. `itemsRead` grows
+   * with the number due, not with the table.
+   */
+  async findDueConnections(
+    nowSeconds: number,
+    limit: number,
+  ): Promise<{ ids: string[]; itemsRead: number; more: boolean }> {
+    const ids: string[] = [];
+    let itemsRead = 0;
+    const cursors = new Map<number, Record<string, AttributeValue> | undefined>();
+    const readShard = async (shard: number, want: number) => {
+      let taken = 0;
+      let startKey = cursors.get(shard);
+      do {
+        const out = await this.db.send(
+          new QueryCommand({
+            TableName: this.tableName,
+            IndexName: DUE_INDEX,
+            KeyConditionExpression: 'duePk = :pk AND dueAt <= :now',
+            ExpressionAttributeValues: {
+              ':pk': { S: keys.duePk(shard) },
+              ':now': { N: String(nowSeconds) },
+            },
+            Limit: Math.min(100, want - taken),
+            ExclusiveStartKey: startKey,
+          }),
+        );
+        itemsRead += out.ScannedCount ?? out.Items?.length ?? 0;
+        for (const item of out.Items ?? []) {
+          const id = keys.connectionIdOf(item.pk?.S);
+          if (id) ids.push(id);
+        }
+        taken += out.Items?.length ?? 0;
+        startKey = out.LastEvaluatedKey;
+      } while (startKey && taken < want);
+      if (startKey) cursors.set(shard, startKey);
+      else cursors.delete(shard);
+    };
+    const share = Math.max(1, Math.ceil(limit / DUE_SHARDS));
+    await Promise.all(Array.from({ length: DUE_SHARDS }, (_, shard) => readShard(shard, share)));
+    for (const shard of [...cursors.keys()]) {
+      if (ids.length >= limit) break;
+      await readShard(shard, limit - ids.length);
+    }
+    return { ids: ids.slice(0, limit), itemsRead, more: cursors.size > 0 || ids.length > limit };
+  }
+
+  /** Every connection, by Scan: for the local demo page only, never on a Lambda path. */
+  async scanConnections(): Promise<ConnectionRecord[]> {
+    const items: ConnectionRecord[] = [];
+    let startKey: Record<string, AttributeValue> | undefined;
+    do {
+      const out = await this.db.send(
+        new ScanCommand({
+          TableName: this.tableName,
+          FilterExpression: 'begins_with(pk, :conn)',
+          ExpressionAttributeValues: { ':conn': { S: keys.connectionPrefix } },
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      for (const item of out.Items ?? []) items.push(toConnection(unmarshall(item)));
+      startKey = out.LastEvaluatedKey;
+    } while (startKey);
+    return items;
   }
 
   async putSession(session: SessionRecord): Promise<void> {
@@ -235,7 +265,7 @@ export class Store {
     const { createdAt: _c, version: _v, leaseOwner: _o, leaseUntil: _u, ...fields } = given;
     const update = updateExpression(
       {
-        ...fields,
+        ...withDuePartition(connectionId, fields),
         connectionId,
         gsi1pk: keys.ownerPk(record.ownerId),
         gsi1sk: `CONN#${connectionId}`,
@@ -281,7 +311,10 @@ export class Store {
     fields: Partial<Omit<ConnectionRecord, 'connectionId' | 'version'>>,
     condition: { expectedVersion?: number; leaseOwner?: string; bumpVersion?: boolean },
   ): Promise<ConnectionRecord | undefined> {
-    const update = updateExpression(fields, condition.bumpVersion ? ['version = version + :one'] : []);
+    const update = updateExpression(
+      withDuePartition(connectionId, fields),
+      condition.bumpVersion ? ['version = version + :one'] : [],
+    );
     const conditions = ['attribute_exists(pk)'];
     const values: Record<string, unknown> = { ...update.values };
     if (condition.bumpVersion) values[':one'] = 1;
@@ -362,7 +395,7 @@ export class Store {
 
   async listConnections(ownerId: string): Promise<ConnectionRecord[]> {
     const items: ConnectionRecord[] = [];
-    let startKey: Record<string, import('@aws-sdk/client-dynamodb').AttributeValue> | undefined;
+    let startKey: Record<string, AttributeValue> | undefined;
     do {
       const out = await this.db.send(
         new QueryCommand({
@@ -393,7 +426,7 @@ export class Store {
 }
 
 function toConnection(item: Record<string, unknown>): ConnectionRecord {
-  const { pk: _pk, sk: _sk, gsi1pk: _g1, gsi1sk: _g2, ...rest } = item;
+  const { pk: _pk, sk: _sk, gsi1pk: _g1, gsi1sk: _g2, duePk: _d, [TTL_ATTRIBUTE]: _t, ...rest } = item;
   return {
     lastError: null,
     lastRefreshedAt: null,

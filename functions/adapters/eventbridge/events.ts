@@ -7,37 +7,18 @@ import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { awsClientOptions } from '../aws-clients.ts';
 import { errorFields } from '../lambda/logger.ts';
-import type { ProviderId } from '../../core/domain/providers.ts';
+import type { BrokerEvent, EventPublisher } from '../../core/domain/events.ts';
 
-export const EVENT_SOURCE = 'crm-oauth-broker';
+export type {
+  BrokerEvent,
+  BrokerEventDetail,
+  BrokerEventType,
+  EventPublisher,
+} from '../../core/domain/events.ts';
 
-export type BrokerEventType =
-  | 'connection.created'
-  | 'connection.reconnected'
-  | 'connection.refresh_failed'
-  | 'connection.needs_reauth'
-  | 'connection.recovered'
-  | 'connection.deleted';
+import { EVENT_SOURCE } from '../../../manifest/functions.ts';
 
-/** The `detail` of every event. */
-export interface BrokerEventDetail {
-  connectionId: string;
-  ownerId: string;
-  provider: ProviderId;
-  /** Error code for failures (`provider_unavailable`, `invalid_grant`, ...). */
-  reason?: string;
-  /** ISO-8601 time of the event. */
-  at: string;
-}
-
-export interface BrokerEvent {
-  type: BrokerEventType;
-  detail: BrokerEventDetail;
-}
-
-export interface EventPublisher {
-  publish(event: BrokerEvent): Promise<void>;
-}
+export { EVENT_SOURCE };
 
 /** Publishing is best effort: a lost event is logged, never fails the request that caused it. */
 export class EventBridgePublisher implements EventPublisher {

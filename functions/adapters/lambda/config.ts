@@ -2,6 +2,7 @@
  * Configuration, read and checked once per cold start: a bad deploy fails at
  * init, not on the thousandth request. Every setting is in README.md.
  */
+import { type ClientCredentials, type Config, originOf } from '../../core/domain/config.ts';
 import { ConfigError } from '../../core/domain/errors.ts';
 import {
   type ProviderDefinition,
@@ -13,39 +14,6 @@ import {
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
-export interface ClientCredentials {
-  clientId: string;
-  /** Present when the secret comes from the environment (local); in AWS it is read from Secrets Manager. */
-  clientSecret?: string;
-}
-
-export interface Config {
-  tableName: string;
-  /** Where the public routes are reachable; redirect URIs are `${publicBaseUrl}/callback/{provider}`. */
-  publicBaseUrl: string;
-  /** Exact origins (`scheme://host[:port]`) allowed for `returnTo`. */
-  returnToOrigins: ReadonlySet<string>;
-  /** KMS key for envelope encryption; unset means the local master key. */
-  kmsKeyId: string | undefined;
-  /** Base64 32-byte local master key (local server only). */
-  localMasterKey: string | undefined;
-  /** Secrets Manager secret holding `{ "<provider>": "<client secret>" }` (AWS). */
-  clientSecretsArn: string | undefined;
-  providers: Readonly<Record<ProviderId, ProviderDefinition>>;
-  /** Client credentials of the providers that are configured; a provider without them is not offered. */
-  clients: Readonly<Partial<Record<ProviderId, ClientCredentials>>>;
-  connectSessionTtlSeconds: number;
-  stateTtlSeconds: number;
-  /** Timeout of one call to a CRM. */
-  providerTimeoutMs: number;
-  refreshIntervalSeconds: number;
-  /** How long before expiry the scheduler refreshes a token. */
-  refreshLeadSeconds: number;
-  /** How often a non-expiring token (Copper) is verified with the CRM's identity call. */
-  healthCheckIntervalSeconds: number;
-  eventBusName: string | undefined;
-}
-
 function int(env: Env, name: string, fallback: number, min: number, max: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
@@ -54,16 +22,6 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
     throw new ConfigError(`${name} must be an integer from ${min} to ${max}`);
   }
   return value;
-}
-
-/** `scheme://host[:port]` of a URL, or undefined when it is not an absolute http(s) URL. */
-export function originOf(value: string): string | undefined {
-  try {
-    const url = new URL(value);
-    return url.protocol === 'https:' || url.protocol === 'http:' ? url.origin : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 export function loadConfig(env: Env): Config {
@@ -123,5 +81,4 @@ export function loadConfig(env: Env): Config {
   };
 }
 
-export const redirectUri = (config: Config, provider: ProviderId): string =>
-  `${config.publicBaseUrl}/callback/${provider}`;
+export { type ClientCredentials, type Config, originOf, redirectUri } from '../../core/domain/config.ts';

@@ -6,11 +6,4 @@ import { Logger } from '@aws-lambda-powertools/logger';
  */
 export const createLogger = (serviceName = 'crm-oauth-broker'): Logger => new Logger({ serviceName });
 
-/** What may be logged of an error: its name and code, never its message chain (a CRM's body may echo input). */
-export function errorFields(err: unknown): Record<string, string> {
-  const e = err as { name?: unknown; code?: unknown; errorType?: unknown; status?: unknown };
-  const out: Record<string, string> = { errorName: typeof e?.name === 'string' ? e.name : 'unknown' };
-  if (typeof e?.code === 'string') out.errorCode = e.code;
-  if (typeof e?.status === 'number') out.errorStatus = String(e.status);
-  return out;
-}
+export { errorFields } from '../../core/domain/error-fields.ts';

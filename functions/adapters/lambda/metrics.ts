@@ -5,34 +5,10 @@
  * `POWERTOOLS_METRICS_DISABLED=true` (the local server, tests) turns them off.
  */
 import { MetricUnit, Metrics } from '@aws-lambda-powertools/metrics';
+import type { CountMetric, DurationMetric, FunctionMetric } from '../../core/domain/metric-names.ts';
 import type { Env } from './config.ts';
 
-export type CountMetric =
-  | 'ConnectionsCreated'
-  | 'ConnectionsReconnected'
-  | 'ConnectionsDeleted'
-  | 'ConnectionsNeedingReauth'
-  | 'TokensRefreshed'
-  | 'RefreshFailures'
-  | 'RefreshResultsLost'
-  /** A refresh answer lost after the request may have reached the CRM (not retried: row 18). */
-  | 'RefreshOutcomesUnknown'
-  /** Operator alarms: the CRM refused the broker's client credentials (refresh or code exchange). */
-  | 'ClientCredentialsRejected'
-  /** Operator alarms: the CRM refused a token request as malformed (`invalid_request`, ...). */
-  | 'TokenRequestsRejected'
-  /** Operator alarms: a refresh failed on the broker's side in a way that will not heal by itself. */
-  | 'RefreshBrokerErrors'
-  | 'GrantsRevoked'
-  | 'RevocationsFailed'
-  | 'ScheduledRunDue'
-  | 'ScheduledRunRefreshed'
-  | 'ScheduledRunFailed'
-  | 'ScheduledRunNeedsReauth'
-  | 'ScheduledRunDeferred';
-
-/** Per-function outcomes of the error-mapping middlewares (dimension `Function`). */
-export type FunctionMetric = 'RequestsRefused' | 'UnexpectedFailures';
+export type { CountMetric, FunctionMetric } from '../../core/domain/metric-names.ts';
 
 export class BrokerMetrics {
   constructor(private readonly metrics: Metrics) {}
@@ -41,7 +17,7 @@ export class BrokerMetrics {
     this.metrics.addMetric(name, MetricUnit.Count, value);
   }
 
-  milliseconds(name: 'TokenFetchLatency', value: number): void {
+  milliseconds(name: DurationMetric, value: number): void {
     this.metrics.addMetric(name, MetricUnit.Milliseconds, value);
   }
 

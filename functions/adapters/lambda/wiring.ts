@@ -6,7 +6,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
 import type { Logger } from '@aws-lambda-powertools/logger';
-import { type Config, type Env, loadConfig } from './config.ts';
+import { type Env, loadConfig } from './config.ts';
 import { Envelope, type KeyProvider, KmsKeyProvider, LocalKeyProvider } from '../kms/envelope.ts';
 import { type EventPublisher, MemoryEventLog, createEventBridgePublisher } from '../eventbridge/events.ts';
 import { createLogger } from './logger.ts';
@@ -14,19 +14,17 @@ import { type BrokerMetrics, createMetrics } from './metrics.ts';
 import { OAuthClient } from '../crm/oauth-client.ts';
 import { ProviderHttp } from '../crm/crm-http.ts';
 import { ConfiguredClientSecrets } from '../secrets/client-secrets.ts';
+import type { Deps } from '../../core/ports.ts';
 import { Store } from '../dynamodb/store.ts';
 import { awsClientOptions } from '../aws-clients.ts';
 
-export interface Deps {
-  config: Config;
+/** The ports as this process built them, with their concrete adapters (handlers, the local server, tests). */
+export interface BrokerDeps extends Deps {
   store: Store;
   envelope: Envelope;
   oauth: OAuthClient;
-  events: EventPublisher;
   logger: Logger;
   metrics: BrokerMetrics;
-  now: () => number;
-  sleep: (ms: number) => Promise<void>;
 }
 
 export interface DepsOverrides {
@@ -40,7 +38,7 @@ export interface DepsOverrides {
   sleep?: (ms: number) => Promise<void>;
 }
 
-export function createDeps(env: Env, overrides: DepsOverrides = {}): Deps {
+export function createDeps(env: Env, overrides: DepsOverrides = {}): BrokerDeps {
   const config = loadConfig(env);
   const logger = overrides.logger ?? createLogger();
   const now = overrides.now ?? Date.now;
@@ -69,9 +67,9 @@ export function createDeps(env: Env, overrides: DepsOverrides = {}): Deps {
   };
 }
 
-let processDeps: Deps | undefined;
+let processDeps: BrokerDeps | undefined;
 /** The deps of this process, from `process.env` (Lambda). */
-export const defaultDeps = (): Deps => (processDeps ??= createDeps(process.env));
+export const defaultDeps = (): BrokerDeps => (processDeps ??= createDeps(process.env));
 
 /**
  * The exported Lambda `handler` of a function module. In Lambda the deps are
@@ -80,7 +78,7 @@ export const defaultDeps = (): Deps => (processDeps ??= createDeps(process.env))
  * deps of their own.
  */
 export function lambdaHandler<E, R>(
-  create: (deps: Deps) => (event: E, context: import('aws-lambda').Context) => Promise<R>,
+  create: (deps: BrokerDeps) => (event: E, context: import('aws-lambda').Context) => Promise<R>,
 ): (event: E, context: import('aws-lambda').Context) => Promise<R> {
   let handler: ((event: E, context: import('aws-lambda').Context) => Promise<R>) | undefined;
   const get = () => (handler ??= create(defaultDeps()));

@@ -1,13 +1,8 @@
 /**
- * When the scheduler should next visit a connection: the sparse `byDueTime`
- * index holds only connections with something to do, sharded by connection id.
+ * When the scheduler should next visit a connection. Only connections with
+ * something to do have a due time, so finding them reads only those.
  */
-import { createHash } from 'node:crypto';
-import type { Config } from '../../adapters/lambda/config.ts';
-import { DUE_SHARDS, keys } from '../../../manifest/table.ts';
-
-export const shardOf = (connectionId: string): number =>
-  (createHash('sha256').update(connectionId).digest()[0] as number) % DUE_SHARDS;
+import type { Config } from './config.ts';
 
 /** How far ahead of expiry a token is refreshed: the lead window, never more than half its lifetime. */
 export function refreshLeadMs(config: Config, issuedLifetimeSeconds: number | null): number {
@@ -16,18 +11,16 @@ export function refreshLeadMs(config: Config, issuedLifetimeSeconds: number | nu
 }
 
 /**
- * The due-index attributes for a connection: refreshable tokens are due a lead
- * window before expiry, non-expiring tokens (Copper) are due for their periodic
- * health check; anything else is off the schedule (`undefined` removes them).
+ * A connection's next due time: refreshable tokens are due a lead window before
+ * expiry, non-expiring tokens (Copper) are due for their periodic health check;
+ * anything else is off the schedule (`undefined` takes it off).
  */
 export function dueSlot(
   config: Config,
-  connectionId: string,
   t: { expiresAt: number | null; refreshable: boolean; now: number; issuedLifetimeSeconds?: number | null },
-): { duePk: string | undefined; dueAt: number | undefined } {
+): { dueAt: number | undefined } {
   let dueMs: number | undefined;
   if (t.expiresAt === null) dueMs = t.now + config.healthCheckIntervalSeconds * 1000;
   else if (t.refreshable) dueMs = t.expiresAt - refreshLeadMs(config, t.issuedLifetimeSeconds ?? null);
-  if (dueMs === undefined) return { duePk: undefined, dueAt: undefined };
-  return { duePk: keys.duePk(shardOf(connectionId)), dueAt: Math.floor(dueMs / 1000) };
+  return { dueAt: dueMs === undefined ? undefined : Math.floor(dueMs / 1000) };
 }

@@ -3,7 +3,7 @@
  * and how a token response's lifetime becomes an expiry. No I/O here, so infra
  * and the store can read it without pulling in the rest of the broker.
  */
-import type { ConnectionRecord } from '../../adapters/dynamodb/store.ts';
+import type { ConnectionRecord } from './records.ts';
 
 /** Encryption context (and GCM associated data) of a connection's tokens; nothing secret in it. */
 export const tokenContext = (c: Pick<ConnectionRecord, 'connectionId' | 'ownerId' | 'provider'>) => ({

@@ -4,15 +4,16 @@
  * through `Deps`.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { redirectUri } from '../../adapters/lambda/config.ts';
+import { redirectUri } from '../domain/config.ts';
 import { ProviderUnavailable, FlowError } from '../domain/errors.ts';
-import type { Deps } from '../../adapters/lambda/wiring.ts';
+import type { Deps } from '../ports.ts';
 import { isRandomToken, pkceChallenge, randomToken, safeEqual, sha256Hex } from '../domain/secrets.ts';
-import { errorFields } from '../../adapters/lambda/logger.ts';
+import { errorFields } from '../domain/error-fields.ts';
 import { revokeGrant, revokeStoredGrant } from './end-grant.ts';
-import { TokenEndpointRejected, buildAuthorizationUrl } from '../../adapters/crm/oauth-client.ts';
+import { TokenEndpointRejected } from '../domain/crm-errors.ts';
+import { buildAuthorizationUrl } from '../domain/oauth-protocol.ts';
 import type { Account, ProviderId, TokenResponse } from '../domain/providers.ts';
-import type { ConnectionRecord, StateRecord } from '../../adapters/dynamodb/store.ts';
+import type { ConnectionRecord, StateRecord } from '../domain/records.ts';
 import { dueSlot } from '../domain/due-slot.ts';
 import { type StoredTokens, tokenContext, tokenExpiry } from '../domain/token-set.ts';
 
@@ -297,7 +298,7 @@ async function storeNewGrant(
         lastError: null,
         updatedAt: now,
         refreshFailures: 0,
-        ...dueSlot(deps.config, ids.connectionId, {
+        ...dueSlot(deps.config, {
           expiresAt,
           refreshable: Boolean(token.refresh_token),
           now,

@@ -7,10 +7,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { type StoredTokens, tokenContext } from '../domain/token-set.ts';
-import type { Deps } from '../../adapters/lambda/wiring.ts';
+import type { Deps } from '../ports.ts';
 import { ConnectionNotFound } from '../domain/errors.ts';
-import { errorFields } from '../../adapters/lambda/logger.ts';
-import type { ConnectionRecord } from '../../adapters/dynamodb/store.ts';
+import { errorFields } from '../domain/error-fields.ts';
+import type { ConnectionRecord } from '../domain/records.ts';
 import { AWS_CALL_MAX_MS, LEASE_MS } from '../domain/timeline.ts';
 
 export type RevokeReason = 'deleted' | 'reconnected' | 'superseded_result' | 'deleted_result';

@@ -6,7 +6,7 @@
  * timeline.ts).
  */
 import { randomUUID } from 'node:crypto';
-import type { Deps } from '../../adapters/lambda/wiring.ts';
+import type { Deps } from '../ports.ts';
 import {
   BrokerUnavailable,
   ConnectionNotFound,
@@ -14,14 +14,18 @@ import {
   ProviderUnavailable,
   isDependencyFailure,
 } from '../domain/errors.ts';
-import type { BrokerEventType } from '../../adapters/eventbridge/events.ts';
+import type { BrokerEventType } from '../domain/events.ts';
 import { revokeGrant } from './end-grant.ts';
-import { errorFields } from '../../adapters/lambda/logger.ts';
-import { TokenEndpointRejected } from '../../adapters/crm/oauth-client.ts';
-import { OutcomeUnknown, ProviderProtocolError, type RetryPolicy } from '../../adapters/crm/crm-http.ts';
+import { errorFields } from '../domain/error-fields.ts';
+import {
+  OutcomeUnknown,
+  ProviderProtocolError,
+  type RetryPolicy,
+  TokenEndpointRejected,
+} from '../domain/crm-errors.ts';
 import type { ProviderDefinition, ProviderId } from '../domain/providers.ts';
 import { dueSlot } from '../domain/due-slot.ts';
-import type { ConnectionRecord } from '../../adapters/dynamodb/store.ts';
+import type { ConnectionRecord } from '../domain/records.ts';
 import {
   AFTER_SEND_MAX_MS,
   LEASE_MS,
@@ -255,7 +259,7 @@ async function refreshHoldingLease(
     updatedAt: now,
     leaseOwner: undefined,
     leaseUntil: undefined,
-    ...dueSlot(deps.config, held.connectionId, { expiresAt, refreshable: true, now, issuedLifetimeSeconds }),
+    ...dueSlot(deps.config, { expiresAt, refreshable: true, now, issuedLifetimeSeconds }),
   });
   const stored = await storeRefreshResult(deps, held, owner, fields, received);
   if (held.refreshFailures > 0) await publish(deps, 'connection.recovered', stored);
@@ -363,7 +367,6 @@ async function markNeedsReauth(
       status: 'needs_reauth',
       lastError: reason,
       updatedAt: deps.now(),
-      duePk: undefined,
       dueAt: undefined,
       leaseOwner: undefined,
       leaseUntil: undefined,
@@ -457,7 +460,7 @@ async function recordFailure(
         refreshFailures: failures,
         lastError: reason,
         updatedAt: now,
-        ...(held.duePk ? { dueAt: Math.floor(next / 1000) } : {}),
+        ...(held.dueAt !== undefined ? { dueAt: Math.floor(next / 1000) } : {}),
       },
       { expectedVersion: held.version, leaseOwner: owner },
     )
@@ -501,7 +504,7 @@ async function verifyHoldingLease(
       lastError: null,
       refreshFailures: 0,
       updatedAt: now,
-      ...dueSlot(deps.config, held.connectionId, { expiresAt: held.expiresAt, refreshable: false, now }),
+      ...dueSlot(deps.config, { expiresAt: held.expiresAt, refreshable: false, now }),
     },
     { expectedVersion: held.version, leaseOwner: owner },
   );

@@ -5,12 +5,10 @@
  * refreshes: every refresh started runs to its end (security.md row 18);
  * whatever is left waits for the next run.
  */
-import { QueryCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { Deps } from '../../adapters/lambda/wiring.ts';
-import { errorFields } from '../../adapters/lambda/logger.ts';
-import { DUE_INDEX, DUE_SHARDS, keys } from '../../../manifest/table.ts';
+import type { Deps } from '../ports.ts';
+import { errorFields } from '../domain/error-fields.ts';
 import { RefreshInProgress, refreshConnection } from './refresh-connection.ts';
-import type { ConnectionRecord } from '../../adapters/dynamodb/store.ts';
+import type { ConnectionRecord } from '../domain/records.ts';
 
 export interface ScheduledRunOptions {
   /** Stop starting refreshes after this many ms (started ones run to their end). */
@@ -36,65 +34,15 @@ export interface ScheduledRunSummary {
   deferred: number;
 }
 
-/**
- * Connection ids due now, read from the due-time index: every shard in parallel for its share of
- * `limit`, then shards with more due top up whatever share the others did not use.
- */
-export async function findDueConnections(
-  db: DynamoDBClient,
-  tableName: string,
-  nowSeconds: number,
-  limit: number,
-): Promise<{ ids: string[]; itemsRead: number; more: boolean }> {
-  const ids: string[] = [];
-  let itemsRead = 0;
-  const cursors = new Map<number, Record<string, AttributeValue> | undefined>();
-  const readShard = async (shard: number, want: number) => {
-    let taken = 0;
-    let startKey = cursors.get(shard);
-    do {
-      const out = await db.send(
-        new QueryCommand({
-          TableName: tableName,
-          IndexName: DUE_INDEX,
-          KeyConditionExpression: 'duePk = :pk AND dueAt <= :now',
-          ExpressionAttributeValues: { ':pk': { S: keys.duePk(shard) }, ':now': { N: String(nowSeconds) } },
-          Limit: Math.min(100, want - taken),
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      itemsRead += out.ScannedCount ?? out.Items?.length ?? 0;
-      for (const item of out.Items ?? []) {
-        const pk = item.pk?.S;
-        if (pk?.startsWith('CONN#')) ids.push(pk.slice('CONN#'.length));
-      }
-      taken += out.Items?.length ?? 0;
-      startKey = out.LastEvaluatedKey;
-    } while (startKey && taken < want);
-    if (startKey) cursors.set(shard, startKey);
-    else cursors.delete(shard);
-  };
-  const share = Math.max(1, Math.ceil(limit / DUE_SHARDS));
-  await Promise.all(Array.from({ length: DUE_SHARDS }, (_, shard) => readShard(shard, share)));
-  for (const shard of [...cursors.keys()]) {
-    if (ids.length >= limit) break;
-    await readShard(shard, limit - ids.length);
-  }
-  return { ids: ids.slice(0, limit), itemsRead, more: cursors.size > 0 || ids.length > limit };
-}
-
 export async function runScheduledRefresh(
   deps: Deps,
-  db: DynamoDBClient,
   options: ScheduledRunOptions,
 ): Promise<ScheduledRunSummary> {
   const started = deps.now();
   const stopAt = started + options.budgetMs;
   const concurrency = options.concurrency ?? 10;
   const jitterMs = options.jitterMs ?? 250;
-  const { ids, itemsRead, more } = await findDueConnections(
-    db,
-    deps.config.tableName,
+  const { ids, itemsRead, more } = await deps.store.findDueConnections(
     Math.floor(started / 1000),
     options.maxConnections ?? 1000,
   );

@@ -1,0 +1,25 @@
+/**
+ * Key formats of the table's items (see manifest/table.ts for the table). Only
+ * the store adapter, and tests that write items directly, use them.
+ */
+import { createHash } from 'node:crypto';
+import { DUE_SHARDS } from '../../../manifest/table.ts';
+
+export const keys = {
+  session: (sessionHash: string) => ({ pk: `SESSION#${sessionHash}`, sk: 'SESSION' }),
+  state: (stateHash: string) => ({ pk: `STATE#${stateHash}`, sk: 'STATE' }),
+  connection: (connectionId: string) => ({ pk: `CONN#${connectionId}`, sk: 'CONN' }),
+  ownerPk: (ownerId: string) => `OWNER#${ownerId}`,
+  duePk: (shard: number) => `DUE#${shard}`,
+  connectionPrefix: 'CONN#',
+  /** The connection id of a connection item's `pk`, or undefined for any other item. */
+  connectionIdOf: (pk: string | undefined): string | undefined =>
+    pk?.startsWith('CONN#') ? pk.slice('CONN#'.length) : undefined,
+};
+
+/** The due index's shard of a connection: spread by a hash of its id, so no partition runs hot. */
+export const shardOf = (connectionId: string): number =>
+  (createHash('sha256').update(connectionId).digest()[0] as number) % DUE_SHARDS;
+
+/** The due index's partition key of a connection. */
+export const duePkOf = (connectionId: string): string => keys.duePk(shardOf(connectionId));

@@ -1,0 +1,66 @@
+/**
+ * What the broker keeps, as the use cases see it. How it is stored (keys,
+ * indexes, attribute formats) is the store adapter's business.
+ */
+import type { Account, ProviderId } from './providers.ts';
+
+/** A connect session, created by `connect-session`, consumed once by `/connect`. */
+export interface SessionRecord {
+  sessionHash: string;
+  ownerId: string;
+  provider: ProviderId;
+  returnTo?: string;
+  /** Epoch ms. */
+  expiresAt: number;
+}
+
+/** One authorization attempt: the `state` (stored only as its hash) and what the callback needs. */
+export interface StateRecord {
+  stateHash: string;
+  provider: ProviderId;
+  ownerId: string;
+  returnTo?: string;
+  /** SHA-256 of the browser-binding cookie value. */
+  cookieHash: string;
+  /**
+   * PKCE verifier (RFC 7636), kept server side for the few minutes of the flow.
+   * Useless without the authorization code, which never touches storage.
+   */
+  codeVerifier?: string;
+  expiresAt: number;
+}
+
+export type ConnectionStatus = 'active' | 'needs_reauth';
+
+export interface ConnectionRecord {
+  connectionId: string;
+  ownerId: string;
+  provider: ProviderId;
+  account: Account;
+  status: ConnectionStatus;
+  /** Envelope-encrypted token set (see envelope.ts). */
+  tokens: string;
+  /** Epoch ms the access token expires, or null when it never does (Copper). */
+  expiresAt: number | null;
+  /** `expires_in` of the last token response: the token's issued lifetime. */
+  issuedLifetimeSeconds: number | null;
+  lastRefreshedAt: number | null;
+  lastError: string | null;
+  createdAt: number;
+  updatedAt: number;
+  /** Incremented by every token write; a refresh writes only if it is unchanged. */
+  version: number;
+  /**
+   * Random id of the authorization (grant) the tokens belong to: set by each connect, kept by
+   * refreshes. A refresh result for another grant than the stored one was superseded by a
+   * reconnect. Absent on items stored before it existed.
+   */
+  grantId?: string;
+  /** Refresh lease: who holds it and until when (epoch ms). */
+  leaseOwner?: string;
+  leaseUntil?: number;
+  /** Consecutive transient refresh failures, for backing off between scheduler runs. */
+  refreshFailures: number;
+  /** Epoch seconds when the scheduler should next visit; absent when it never should (off the schedule). */
+  dueAt?: number;
+}

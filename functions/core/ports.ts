@@ -1,0 +1,108 @@
+/**
+ * The ports: what the use cases need from the outside world, and nothing of how
+ * it is done. Adapters (functions/adapters/*) implement them; the Lambda
+ * wiring (adapters/lambda/wiring.ts) hands each function the ones it uses.
+ */
+import type { Config } from './domain/config.ts';
+import type { RequestLimits, RetryPolicy } from './domain/crm-errors.ts';
+import type { EventPublisher } from './domain/events.ts';
+import type { CountMetric, DurationMetric } from './domain/metric-names.ts';
+import type { Account, ProviderDefinition, ProviderId, TokenResponse } from './domain/providers.ts';
+import type { ConnectionRecord, SessionRecord, StateRecord } from './domain/records.ts';
+
+export type { EventPublisher } from './domain/events.ts';
+
+/** Connect sessions, OAuth states and connections, with every condition the use cases rely on. */
+export interface ConnectionStore {
+  putSession(session: SessionRecord): Promise<void>;
+  /** Deletes the session if it exists, is unexpired and is for `provider`; returns it, or undefined. */
+  consumeSession(sessionHash: string, provider: ProviderId, now: number): Promise<SessionRecord | undefined>;
+  putState(state: StateRecord): Promise<void>;
+  /** Consumes a state if it exists, is unexpired, and belongs to `provider` and the browser's cookie. */
+  consumeState(
+    stateHash: string,
+    provider: ProviderId,
+    cookieHash: string,
+    now: number,
+  ): Promise<StateRecord | undefined>;
+  getConnection(connectionId: string): Promise<ConnectionRecord | undefined>;
+  /** Writes a new grant only if the connection is absent (`expected` undefined) or still at `expected.version`. */
+  upsertConnection(
+    record: Omit<ConnectionRecord, 'createdAt' | 'version' | 'leaseOwner' | 'leaseUntil'>,
+    expected: { version: number } | undefined,
+  ): Promise<ConnectionRecord | undefined>;
+  /** Updates fields only if the version (and, when given, the lease owner) is as expected. */
+  updateConnection(
+    connectionId: string,
+    fields: Partial<Omit<ConnectionRecord, 'connectionId' | 'version'>>,
+    condition: { expectedVersion?: number; leaseOwner?: string; bumpVersion?: boolean },
+  ): Promise<ConnectionRecord | undefined>;
+  /** Takes the refresh lease unless someone else holds an unexpired one; returns the record as it is now. */
+  acquireRefreshLease(
+    connectionId: string,
+    owner: string,
+    now: number,
+    leaseMs: number,
+  ): Promise<ConnectionRecord | undefined>;
+  releaseRefreshLease(connectionId: string, owner: string): Promise<void>;
+  listConnections(ownerId: string): Promise<ConnectionRecord[]>;
+  deleteConnection(connectionId: string): Promise<ConnectionRecord | undefined>;
+  /** Ids of connections due at `nowSeconds`, at most `limit`; `itemsRead` grows with the number due. */
+  findDueConnections(
+    nowSeconds: number,
+    limit: number,
+  ): Promise<{ ids: string[]; itemsRead: number; more: boolean }>;
+}
+
+/** Names what a ciphertext belongs to; bound into it, never secret. */
+export type EncryptionContext = Readonly<Record<string, string>>;
+
+/** Envelope encryption of token material. */
+export interface TokenCipher {
+  encrypt(plaintext: string, context: EncryptionContext): Promise<string>;
+  decrypt(ciphertext: string, context: EncryptionContext): Promise<string>;
+}
+
+/** The CRMs' OAuth endpoints and identity calls. */
+export interface CrmClient {
+  exchangeCode(
+    provider: ProviderDefinition,
+    request: { code: string; redirectUri: string; codeVerifier?: string },
+  ): Promise<TokenResponse>;
+  refresh(
+    provider: ProviderDefinition,
+    refreshToken: string,
+    policy: RetryPolicy,
+    limits: RequestLimits,
+  ): Promise<TokenResponse>;
+  /** Reads what a refresh needs before it is sent (the client secret). */
+  prepare(provider: ProviderDefinition): Promise<void>;
+  revoke(provider: ProviderDefinition, token: string): Promise<'revoked' | 'unsupported' | 'failed'>;
+  identify(provider: ProviderDefinition, token: TokenResponse): Promise<Account>;
+  verifyAccessToken(provider: ProviderDefinition, accessToken: string): Promise<boolean>;
+}
+
+/** Structured logs: ids and codes only, never a token, code, state, cookie or secret. */
+export interface Log {
+  info(message: string, ...attributes: Record<string, unknown>[]): void;
+  warn(message: string, ...attributes: Record<string, unknown>[]): void;
+  error(message: string, ...attributes: Record<string, unknown>[]): void;
+}
+
+export interface Metrics {
+  count(name: CountMetric, value?: number): void;
+  milliseconds(name: DurationMetric, value: number): void;
+}
+
+/** Everything a use case may use. */
+export interface Deps {
+  config: Config;
+  store: ConnectionStore;
+  envelope: TokenCipher;
+  oauth: CrmClient;
+  events: EventPublisher;
+  logger: Log;
+  metrics: Metrics;
+  now: () => number;
+  sleep: (ms: number) => Promise<void>;
+}
