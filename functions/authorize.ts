@@ -2,7 +2,7 @@
  * `GET /connect/{provider}?session=...`: consume the connect session, bind the
  * flow to this browser with a cookie, and send the browser to the CRM.
  */
-import { beginAuthorization } from './core/use-cases/connect.ts';
+import { beginAuthorization } from './core/use-cases/authorize.ts';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { FlowError } from './core/domain/errors.ts';
 import {
@@ -20,7 +20,7 @@ export const createHandler = (deps: BrokerDeps) =>
   httpHandler(deps, 'authorize', async (event: HttpEvent) => {
     const provider = event.pathParameters?.provider;
     if (!isProviderId(provider) || !deps.config.clients[provider]) {
-      throw new FlowError(404, 'unknown_provider', 'This CRM is not available.');
+      throw new FlowError('unknown_provider', 'This CRM is not available.');
     }
     const { location, cookieValue } = await beginAuthorization(
       deps,
@@ -31,4 +31,4 @@ export const createHandler = (deps: BrokerDeps) =>
     return redirect(location, [flowCookie(cookieValue, deps.config.stateTtlSeconds)]);
   });
 
-export const handler = lambdaHandler(createHandler);
+export const handler = lambdaHandler('authorize', createHandler);

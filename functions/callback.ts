@@ -9,13 +9,12 @@
  * so the cookie comes with it and the browser binding still holds
  * (security.md row 2). The cookie is never relaxed to `SameSite=None`.
  */
-import { type CallbackParams, completeAuthorization } from './core/use-cases/connect.ts';
+import { type CallbackParams, completeAuthorization } from './core/use-cases/complete-authorization.ts';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { FlowError } from './core/domain/errors.ts';
 import {
   FLOW_COOKIE,
   type HttpEvent,
-  escapeHtml,
   formParams,
   htmlPage,
   queryParams,
@@ -23,6 +22,7 @@ import {
   redirect,
   returnToWith,
 } from './adapters/lambda/responses.ts';
+import { markup } from './adapters/lambda/html.ts';
 import { httpHandler } from './adapters/lambda/middleware.ts';
 import { isProviderId } from './core/domain/providers.ts';
 
@@ -33,11 +33,11 @@ export const createHandler = (deps: BrokerDeps) =>
   httpHandler(deps, 'callback', async (event: HttpEvent) => {
     const provider = event.pathParameters?.provider;
     if (!isProviderId(provider) || !deps.config.clients[provider]) {
-      throw new FlowError(404, 'unknown_provider', 'This CRM is not available.');
+      throw new FlowError('unknown_provider', 'This CRM is not available.');
     }
     const method = event.requestContext.http.method;
     if (method !== 'GET' && method !== 'POST')
-      throw new FlowError(405, 'method_not_allowed', 'Method not allowed.');
+      throw new FlowError('method_not_allowed', 'Method not allowed.');
     // Copper posts a form; some integrations read its answer from the query: accept both.
     const raw = method === 'POST' ? { ...queryParams(event), ...formParams(event) } : queryParams(event);
     const params: CallbackParams = {};
@@ -61,9 +61,9 @@ export const createHandler = (deps: BrokerDeps) =>
     return htmlPage(
       200,
       'Connected',
-      `<h1 class="ok">Connected to ${escapeHtml(outcome.providerName)}</h1>
-<p>The account <strong>${escapeHtml(account)}</strong> is now ${outcome.created ? 'connected' : 'reconnected'}.</p>
-<p>Connection id: <code>${escapeHtml(connectionId)}</code></p><p>You can close this page.</p>`,
+      markup`<h1 class="ok">Connected to ${outcome.providerName}</h1>
+<p>The account <strong>${account}</strong> is now ${outcome.created ? 'connected' : 'reconnected'}.</p>
+<p>Connection id: <code>${connectionId}</code></p><p>You can close this page.</p>`,
     );
   });
 
@@ -73,17 +73,17 @@ export const createHandler = (deps: BrokerDeps) =>
  * `returnTo` origin the answer may redirect to.
  */
 function bouncePage(action: string, params: CallbackParams, returnToOrigins: ReadonlySet<string>) {
-  const inputs = Object.entries(params)
-    .map(([name, value]) => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`)
-    .join('');
+  const inputs = Object.entries(params).map(
+    ([name, value]) => markup`<input type="hidden" name="${name}" value="${value}">`,
+  );
   return htmlPage(
     200,
     'Finishing the connection',
-    `<h1>Finishing the connection…</h1><p>If nothing happens, continue by hand:</p>
-<form method="post" action="${escapeHtml(action)}">${inputs}<input type="hidden" name="${BOUNCED}" value="1">
+    markup`<h1>Finishing the connection…</h1><p>If nothing happens, continue by hand:</p>
+<form method="post" action="${new URL(action)}">${inputs}<input type="hidden" name="${BOUNCED}" value="1">
 <button type="submit">Continue</button></form>`,
     { script: 'document.forms[0].submit();', formAction: ["'self'", ...returnToOrigins].join(' ') },
   );
 }
 
-export const handler = lambdaHandler(createHandler);
+export const handler = lambdaHandler('callback', createHandler);

@@ -2,7 +2,7 @@
  * `connect-session` (Lambda Invoke): a trusted backend decides whose connection
  * a browser is about to create, and gets a short-lived, single-use connect URL.
  */
-import { createConnectSession } from './core/use-cases/connect.ts';
+import { createConnectSession } from './core/use-cases/connect-session.ts';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { invokeHandler } from './adapters/lambda/middleware.ts';
 import * as v from './adapters/lambda/validate.ts';
@@ -16,4 +16,4 @@ export const createHandler = (deps: BrokerDeps) =>
     return createConnectSession(deps, { ownerId, provider, ...(returnTo ? { returnTo } : {}) });
   });
 
-export const handler = lambdaHandler(createHandler);
+export const handler = lambdaHandler('connect-session', createHandler);

@@ -6,29 +6,12 @@
  */
 import type { Context } from 'aws-lambda';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
-import { deleteConnection } from './core/use-cases/end-grant.ts';
+import { deleteConnection } from './core/use-cases/delete-connection.ts';
 import { ConnectionNotFound, InvalidRequest } from './core/domain/errors.ts';
 import { invokeHandler } from './adapters/lambda/middleware.ts';
-import type { ConnectionRecord } from './adapters/dynamodb/store.ts';
+import { publicView } from './core/domain/connection-view.ts';
 import { functionDeadline } from './core/domain/timeline.ts';
 import * as v from './adapters/lambda/validate.ts';
-
-const iso = (ms: number | null | undefined) =>
-  ms === null || ms === undefined ? null : new Date(ms).toISOString();
-
-/** The contract's `<connection>`: everything but the tokens. */
-export const publicView = (c: ConnectionRecord) => ({
-  connectionId: c.connectionId,
-  ownerId: c.ownerId,
-  provider: c.provider,
-  account: { id: c.account.id, name: c.account.name ?? null, userEmail: c.account.userEmail ?? null },
-  status: c.status,
-  expiresAt: iso(c.expiresAt),
-  lastRefreshedAt: iso(c.lastRefreshedAt),
-  lastError: c.lastError ?? null,
-  createdAt: iso(c.createdAt) as string,
-  updatedAt: iso(c.updatedAt) as string,
-});
 
 export const createHandler = (deps: BrokerDeps) =>
   invokeHandler(deps, 'connections', async (event: unknown, context: Context) => {
@@ -68,4 +51,4 @@ export const createHandler = (deps: BrokerDeps) =>
     }
   });
 
-export const handler = lambdaHandler(createHandler);
+export const handler = lambdaHandler('connections', createHandler);

@@ -24,4 +24,4 @@ export const createHandler = (deps: BrokerDeps) =>
     return runScheduledRefresh(deps, { budgetMs, ...(deadline ? { deadline } : {}) });
   });
 
-export const handler = lambdaHandler((deps) => createHandler(deps));
+export const handler = lambdaHandler('refresh-scheduled', (deps) => createHandler(deps));

@@ -6,20 +6,12 @@
 import type { Context } from 'aws-lambda';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { contractError } from './core/domain/errors.ts';
-import type { ErrorType } from './core/domain/errors.ts';
+import { errorTypeStatus } from './adapters/lambda/error-table.ts';
 import type { HttpResult } from './adapters/lambda/responses.ts';
 import { invokeHandler } from './adapters/lambda/middleware.ts';
-import { fetchToken } from './core/use-cases/refresh-connection.ts';
+import { fetchToken } from './core/use-cases/fetch-token.ts';
 import { functionDeadline } from './core/domain/timeline.ts';
 import * as v from './adapters/lambda/validate.ts';
-
-const STATUS: Record<ErrorType, number> = {
-  InvalidRequest: 400,
-  ConnectionNotFound: 404,
-  NeedsReauth: 409,
-  ProviderUnavailable: 503,
-  BrokerUnavailable: 503,
-};
 
 interface HttpLikeEvent {
   requestContext?: { http?: { method?: string } };
@@ -54,9 +46,12 @@ export const createHandler = (deps: BrokerDeps) => {
     } catch (err) {
       const typed = contractError(err);
       if (!typed) throw err;
-      return json(STATUS[typed.errorType], { errorType: typed.errorType, errorMessage: typed.message });
+      return json(errorTypeStatus[typed.errorType], {
+        errorType: typed.errorType,
+        errorMessage: typed.message,
+      });
     }
   });
 };
 
-export const handler = lambdaHandler(createHandler);
+export const handler = lambdaHandler('refresh', createHandler);

@@ -6,7 +6,7 @@
 import type { Context } from 'aws-lambda';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { invokeHandler } from './adapters/lambda/middleware.ts';
-import { fetchToken } from './core/use-cases/refresh-connection.ts';
+import { fetchToken } from './core/use-cases/fetch-token.ts';
 import { functionDeadline } from './core/domain/timeline.ts';
 import * as v from './adapters/lambda/validate.ts';
 
@@ -25,4 +25,4 @@ export const createHandler = (deps: BrokerDeps) =>
     return answer;
   });
 
-export const handler = lambdaHandler(createHandler);
+export const handler = lambdaHandler('token-fetch', createHandler);

@@ -4,7 +4,7 @@
  * first request. Nothing secret belongs here; client secrets live in Secrets
  * Manager (see README.md, "Deploy to AWS").
  */
-import { type ProviderId, originOf, providerIds } from '../manifest/functions.ts';
+import { type ProviderId, integerIn, originOf, providerIds } from '../manifest/functions.ts';
 
 export interface CustomDomain {
   /** e.g. `crm-auth.example.com`; becomes `PUBLIC_BASE_URL`. */
@@ -62,10 +62,8 @@ function text(read: ContextReader, key: string): string | undefined {
 function integer(read: ContextReader, key: string, fallback: number, min: number, max: number): number {
   const value = read(key);
   if (value === undefined || value === null || value === '') return fallback;
-  const n = typeof value === 'number' ? value : Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new SettingsError(`context ${key} must be an integer from ${min} to ${max}`);
-  }
+  const n = integerIn(typeof value === 'string' ? value.trim() : value, min, max, true);
+  if (n === undefined) throw new SettingsError(`context ${key} must be an integer from ${min} to ${max}`);
   return n;
 }
 

@@ -4,10 +4,11 @@
  * which nothing in AWS ever does.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { publicView } from '../functions/connections.ts';
+import { publicView } from '../functions/core/domain/connection-view.ts';
 import type { BrokerDeps } from '../functions/adapters/lambda/wiring.ts';
 import type { MemoryEventLog } from '../functions/adapters/eventbridge/events.ts';
-import { escapeHtml, htmlPage } from '../functions/adapters/lambda/responses.ts';
+import { htmlPage } from '../functions/adapters/lambda/responses.ts';
+import { markup } from '../functions/adapters/lambda/html.ts';
 import { type ProviderId, isProviderId } from '../functions/core/domain/providers.ts';
 import type { FunctionName } from '../manifest/functions.ts';
 
@@ -49,59 +50,51 @@ function seeOther(res: ServerResponse, location: string) {
   res.end();
 }
 
-const fmt = (iso: string | null) => (iso ? escapeHtml(iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')) : '—');
+const fmt = (iso: string | null) => (iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '—');
 
 async function renderHome(h: HomeDeps, url: URL) {
   const connections = await allConnections(h);
   const status = url.searchParams.get('status');
   const banner =
     status === 'connected'
-      ? `<p class="ok" role="status">Connected: <code>${escapeHtml(url.searchParams.get('connection_id') ?? '')}</code></p>`
+      ? markup`<p class="ok" role="status">Connected: <code>${url.searchParams.get('connection_id') ?? ''}</code></p>`
       : status === 'error'
-        ? `<p class="err" role="alert">The connection failed: the CRM or the broker refused it. Error code: <code>${escapeHtml(url.searchParams.get('error') ?? 'unknown')}</code></p>`
+        ? markup`<p class="err" role="alert">The connection failed: the CRM or the broker refused it. Error code: <code>${url.searchParams.get('error') ?? 'unknown'}</code></p>`
         : '';
   const notice = url.searchParams.get('notice');
   const buttons = (['copper', 'capsule', 'close'] as const)
     .filter((p) => h.deps.config.clients[p])
     .map(
       (p) =>
-        `<form method="post" action="/demo/connect"><input type="hidden" name="provider" value="${p}">` +
-        `<button type="submit">Connect ${escapeHtml(h.deps.config.providers[p].displayName)}</button>` +
-        `${h.sandboxProviders.includes(p) ? ' <small>(sandbox)</small>' : ''}</form>`,
-    )
-    .join('');
-  const rows = connections
-    .map(
-      (
-        c,
-      ) => `<tr data-connection-id="${escapeHtml(c.connectionId)}" data-provider="${escapeHtml(c.provider)}">
-<td>${escapeHtml(h.deps.config.providers[c.provider].displayName)}</td>
-<td class="wrap">${escapeHtml(c.account.name ?? c.account.id)}<br><small>${escapeHtml(c.account.userEmail ?? '')}</small></td>
-<td>${escapeHtml(c.ownerId)}</td>
-<td class="status ${c.status === 'active' ? 'ok' : 'err'}">${escapeHtml(c.status)}</td>
-<td>${c.expiresAt ? fmt(c.expiresAt) : 'never'}</td><td>${fmt(c.lastRefreshedAt)}</td><td>${escapeHtml(c.lastError ?? '')}</td>
-<td><form method="post" action="/demo/refresh"><input type="hidden" name="connectionId" value="${escapeHtml(c.connectionId)}"><button type="submit">Refresh</button></form>
-<form method="post" action="/demo/delete"><input type="hidden" name="connectionId" value="${escapeHtml(c.connectionId)}"><button type="submit">Delete</button></form></td></tr>`,
-    )
-    .join('');
+        markup`<form method="post" action="/demo/connect"><input type="hidden" name="provider" value="${p}"><button type="submit">Connect ${h.deps.config.providers[p].displayName}</button>${h.sandboxProviders.includes(p) && markup` <small>(sandbox)</small>`}</form>`,
+    );
+  const rows = connections.map(
+    (c) => markup`<tr data-connection-id="${c.connectionId}" data-provider="${c.provider}">
+<td>${h.deps.config.providers[c.provider].displayName}</td>
+<td class="wrap">${c.account.name ?? c.account.id}<br><small>${c.account.userEmail ?? ''}</small></td>
+<td>${c.ownerId}</td>
+<td class="status ${c.status === 'active' ? 'ok' : 'err'}">${c.status}</td>
+<td>${c.expiresAt ? fmt(c.expiresAt) : 'never'}</td><td>${fmt(c.lastRefreshedAt)}</td><td>${c.lastError ?? ''}</td>
+<td><form method="post" action="/demo/refresh"><input type="hidden" name="connectionId" value="${c.connectionId}"><button type="submit">Refresh</button></form>
+<form method="post" action="/demo/delete"><input type="hidden" name="connectionId" value="${c.connectionId}"><button type="submit">Delete</button></form></td></tr>`,
+  );
   const events = h.events.events
     .slice(-20)
     .reverse()
     .map(
       (e) =>
-        `<li><code>${escapeHtml(e.type)}</code> ${escapeHtml(e.detail.provider)} <code>${escapeHtml(e.detail.connectionId)}</code>${e.detail.reason ? ` (${escapeHtml(e.detail.reason)})` : ''} <small>${fmt(e.detail.at)}</small></li>`,
-    )
-    .join('');
+        markup`<li><code>${e.type}</code> ${e.detail.provider} <code>${e.detail.connectionId}</code>${e.detail.reason && ` (${e.detail.reason})`} <small>${fmt(e.detail.at)}</small></li>`,
+    );
   return htmlPage(
     200,
     'crm-oauth-broker (local)',
-    `<h1>crm-oauth-broker, running locally</h1>${banner}${notice ? `<p role="status">${escapeHtml(notice)}</p>` : ''}
+    markup`<h1>crm-oauth-broker, running locally</h1>${banner}${notice && markup`<p role="status">${notice}</p>`}
 <p>Start a connection for the demo owner <code>${DEMO_OWNER}</code>. Providers marked <small>(sandbox)</small> are played by built-in sandbox CRMs.</p>
 ${buttons}
 <h2>Connections</h2>
 <table><thead><tr><th>CRM</th><th>Account</th><th>Owner</th><th>Status</th><th>Expires</th><th>Last refreshed</th><th>Last error</th><th></th></tr></thead>
-<tbody>${rows || '<tr><td colspan="8">No connections yet.</td></tr>'}</tbody></table>
-<h2>Events</h2><ul>${events || '<li>None yet.</li>'}</ul>
+<tbody>${rows.length ? rows : markup`<tr><td colspan="8">No connections yet.</td></tr>`}</tbody></table>
+<h2>Events</h2><ul>${events.length ? events : markup`<li>None yet.</li>`}</ul>
 <p><a href="/">Reload</a> · <a href="/sandbox/">Sandbox CRMs</a></p>`,
     {
       wide: true,

@@ -3,6 +3,7 @@
  * Lambda Invoke API, the scheduled refresh, an embedded store, a local master
  * key and sandbox CRMs, as described in shared/interface.md ("Running locally").
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { type IncomingMessage, type ServerResponse, createServer } from 'node:http';
@@ -11,7 +12,14 @@ import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context } from 'aws-lambda';
 import { awsClientOptions } from '../functions/adapters/aws-clients.ts';
-import { type BrokerDeps, type DepsOverrides, createDeps } from '../functions/adapters/lambda/wiring.ts';
+import { loadConfig } from '../functions/adapters/lambda/config.ts';
+import {
+  type BrokerDeps,
+  type DepsOverrides,
+  createDeps,
+  createKeyProvider,
+  depsFor,
+} from '../functions/adapters/lambda/wiring.ts';
 import { MemoryEventLog } from '../functions/adapters/eventbridge/events.ts';
 import type { HttpResult } from '../functions/adapters/lambda/responses.ts';
 import { type ProviderId, envPrefix, providerIds } from '../functions/core/domain/providers.ts';
@@ -41,14 +49,20 @@ export interface LocalServerOptions {
   schedule?: boolean;
   /** Sandbox token lifetime override, to watch refreshes happen in minutes. */
   sandboxTokenLifetimeSeconds?: number;
-  /** Test hooks: a fetch, clock or DynamoDB client of their own. */
+  /**
+   * Test hooks: a fetch, clock or DynamoDB client of their own, an observer of the AWS clients and
+   * ports (it is handed the DynamoDB client too), a narrowed grant table.
+   */
   overrides?: DepsOverrides;
 }
 
 export interface LocalServer {
   url: string;
   port: number;
+  /** Every port, for the demo page and tests that look behind the functions' backs; not attributed to a function. */
   deps: BrokerDeps;
+  /** What each function's handler was given: the ports its manifest entry grants, as in AWS. */
+  functionDeps: Record<FunctionName, BrokerDeps>;
   events: MemoryEventLog;
   sandbox: Sandbox;
   /** Which providers are served by the sandbox (no client credentials configured). */
@@ -61,6 +75,15 @@ export interface LocalServer {
 }
 
 const MAX_BODY_BYTES = 6 * 1024 * 1024;
+
+const running = new AsyncLocalStorage<FunctionName>();
+
+/**
+ * The function whose invocation the caller is part of (the handler and all it
+ * started, awaited or not), or undefined outside every handler: test setup,
+ * the demo page, table creation.
+ */
+export const runningFunction = (): FunctionName | undefined => running.getStore();
 
 function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -156,6 +179,8 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
           secretAccessKey: env.AWS_SECRET_ACCESS_KEY ?? 'local',
         },
       });
+    const observer = options.overrides?.observer;
+    observer?.awsClient?.(dynamo);
     const tableName = env.TABLE_NAME || 'crm-oauth-broker';
     await ensureTable(dynamo, tableName);
 
@@ -176,13 +201,25 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
     for (const [key, value] of Object.entries(sandbox.env(sandboxProviders))) env[key] ??= value;
 
     const events = new MemoryEventLog();
-    const deps = createDeps(env, { events, ...options.overrides, dynamo });
-    const handlers = Object.fromEntries(
-      // A logger of its own per function, as each Lambda has: concurrent local invocations don't mix their keys.
+    // One table client and one key for all functions, as one table and one KMS key serve them in AWS.
+    const keyProvider = options.overrides?.keyProvider ?? createKeyProvider(loadConfig(env), env, observer);
+    const shared: DepsOverrides = { events, ...options.overrides, dynamo, keyProvider };
+    const deps = createDeps(env, shared);
+    // Each function wired as in AWS: the ports its manifest entry grants, its own data-key cache, and a
+    // logger of its own, so concurrent local invocations don't mix their keys.
+    const functionDeps = Object.fromEntries(
       functionNames.map((name) => [
         name,
-        handlerFactories[name]({ ...deps, logger: deps.logger.createChild() }),
+        depsFor(name, env, { ...shared, logger: deps.logger.createChild() }),
       ]),
+    ) as Record<FunctionName, BrokerDeps>;
+    const handlers = Object.fromEntries(
+      functionNames.map((name) => {
+        const handler = handlerFactories[name](functionDeps[name]);
+        // Everything the invocation does, awaited or not, is this function's (`runningFunction`).
+        const invocation: AnyHandler = (event, context) => running.run(name, () => handler(event, context));
+        return [name, invocation];
+      }),
     ) as Record<FunctionName, AnyHandler>;
 
     const invoke = async (name: FunctionName, payload: unknown) =>
@@ -285,6 +322,7 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
       url: `http://127.0.0.1:${port}`,
       port,
       deps,
+      functionDeps,
       events,
       sandbox,
       sandboxProviders,

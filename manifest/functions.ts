@@ -5,6 +5,7 @@
  */
 export { type ProviderId, envPrefix, providerIds } from '../functions/core/domain/providers.ts';
 export { originOf } from '../functions/core/domain/config.ts';
+export { integerIn } from '../functions/core/domain/numbers.ts';
 
 /** `source` of every event the broker publishes (EventBridge rules and the role's condition use it). */
 export const EVENT_SOURCE = 'crm-oauth-broker';

@@ -1,42 +1,13 @@
 /**
  * The sandbox CRMs' HTML pages: consent, Copper's auto-posting callback form,
- * errors and an index. Every interpolated value is escaped by the `markup` tag;
- * only fragments built by it (`SafeHtml`) pass through unescaped. (The tag is
- * not called `html` so that Prettier leaves the markup as written.)
+ * errors and an index, written with the broker's escaping `markup` template
+ * (functions/adapters/lambda/html.ts): every interpolated value is escaped;
+ * only fragments built by it, or static text wrapped by `trusted`, pass through.
  */
 import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
+import { type SafeHtml, markup, trusted } from '../../functions/adapters/lambda/html.ts';
 import type { CrmSpec, Organization } from './crms.ts';
-
-export class SafeHtml {
-  constructor(readonly value: string) {}
-  toString(): string {
-    return this.value;
-  }
-}
-
-const ENTITIES: Record<string, string> = {
-  '&': '&amp;',
-  '<': '&lt;',
-  '>': '&gt;',
-  '"': '&quot;',
-  "'": '&#39;',
-};
-export const escapeHtml = (value: string): string => value.replace(/[&<>"']/g, (c) => ENTITIES[c] ?? c);
-
-type Value = string | number | SafeHtml | readonly SafeHtml[] | null | undefined;
-
-/** Tagged template: interpolations are escaped unless they are `SafeHtml` (or arrays of it). */
-export function markup(strings: TemplateStringsArray, ...values: Value[]): SafeHtml {
-  let out = strings[0] ?? '';
-  values.forEach((value, i) => {
-    if (value instanceof SafeHtml) out += value.value;
-    else if (Array.isArray(value)) out += value.map((v: SafeHtml) => v.value).join('');
-    else if (value !== null && value !== undefined) out += escapeHtml(String(value));
-    out += strings[i + 1] ?? '';
-  });
-  return new SafeHtml(out);
-}
 
 const STYLE = `
 body{font-family:system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem;color:#1d2430}
@@ -61,9 +32,10 @@ export function sendPage(
   opts: { nonce?: string; script?: string } = {},
 ): void {
   const csp = opts.nonce ? `${BASE_CSP}; script-src 'nonce-${opts.nonce}'` : BASE_CSP;
+  // The nonce is ours (base64 of random bytes) and the script static: both written as they are.
   const script =
     opts.nonce && opts.script
-      ? markup`<script nonce="${opts.nonce}">${new SafeHtml(opts.script)}</script>`
+      ? markup`<script nonce="${trusted(opts.nonce)}">${trusted(opts.script)}</script>`
       : '';
   const page = markup`<!doctype html>
 <html lang="en">
@@ -72,7 +44,7 @@ export function sendPage(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>${title}</title>
-<style>${new SafeHtml(STYLE)}</style>
+<style>${trusted(STYLE)}</style>
 </head>
 <body>
 ${body}
@@ -122,7 +94,7 @@ export function sendConsentPage(res: ServerResponse, view: ConsentView): void {
   const { crm } = view;
   const target = new URL(view.redirectUri);
   const scopes = view.scope.map((s) => markup`<li><code>${s}</code>: ${crm.scopes[s] ?? ''}</li>`);
-  const checked = new SafeHtml(' checked');
+  const checked = trusted(' checked');
   const orgs = view.organizations?.length
     ? markup`<fieldset>
 <legend>Organization to connect</legend>
@@ -172,7 +144,7 @@ export function sendFormPost(
     markup`${banner(crm)}
 <main>
 <h1>Returning to ${crm.client.appName}</h1>
-<form method="post" action="${redirectUri}">
+<form method="post" action="${target}">
 ${fields.map(
   ([name, value]) => markup`<input type="hidden" name="${name}" value="${value}">
 `,

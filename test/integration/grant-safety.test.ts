@@ -11,7 +11,7 @@
  * deleted or replaced grant still redeems.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { deleteConnection } from '../../functions/core/use-cases/end-grant.ts';
+import { deleteConnection } from '../../functions/core/use-cases/delete-connection.ts';
 import { runScheduledRefresh } from '../../functions/core/use-cases/scheduled-refresh.ts';
 import { AWS_CALL_MAX_MS, LEASE_MS } from '../../functions/core/domain/timeline.ts';
 import { Browser } from '../support/browser.ts';

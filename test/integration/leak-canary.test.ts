@@ -8,7 +8,7 @@
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decryptTokens } from '../../functions/core/use-cases/refresh-connection.ts';
+import { decryptTokens } from '../../functions/core/use-cases/fetch-token.ts';
 import type { Page } from '../support/browser.ts';
 import { connect } from '../support/flows.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';

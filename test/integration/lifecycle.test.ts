@@ -5,7 +5,7 @@
  * Copper's health check, and the scheduler.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { decryptTokens } from '../../functions/core/use-cases/refresh-connection.ts';
+import { decryptTokens } from '../../functions/core/use-cases/fetch-token.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
 import { connect } from '../support/flows.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';

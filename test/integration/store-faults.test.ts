@@ -12,7 +12,7 @@
  * nothing is half-written (security.md rows 3, 9, 11, 12).
  */
 import { afterEach, beforeAll, afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { decryptTokens } from '../../functions/core/use-cases/refresh-connection.ts';
+import { decryptTokens } from '../../functions/core/use-cases/fetch-token.ts';
 import { Browser } from '../support/browser.ts';
 import {
   type DynamoFaults,

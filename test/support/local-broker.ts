@@ -1,8 +1,14 @@
-/** Starts the local broker (in memory, sandbox CRMs, no schedule) for a test file, with a Lambda client for it. */
+/**
+ * Starts the local broker (in memory, sandbox CRMs, no schedule) for a test file, with a Lambda client for it.
+ * It records what each function sends to AWS; `close()` fails (and with it the file's `afterAll`) if a
+ * function sent a command its manifest entry does not grant (recorded-commands.ts).
+ */
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { type LocalServer, type LocalServerOptions, startLocalServer } from '../../local/server.ts';
+import { functionAccess } from '../../manifest/access.ts';
+import { CommandRecorder } from './recorded-commands.ts';
 
 export interface TestBroker {
   server: LocalServer;
@@ -14,11 +20,22 @@ export interface TestBroker {
   ): Promise<{ ok: true; value: any } | { ok: false; errorType: string; errorMessage: string }>;
   /** Every item in the table, raw (as stored). */
   scan(): Promise<Record<string, unknown>[]>;
+  /** What each function sent to AWS, and called of ports it is not granted. */
+  commands: CommandRecorder;
+  /** Stops the broker; throws if a function sent a command its manifest entry does not grant. */
   close(): Promise<void>;
 }
 
 export async function startTestBroker(options: LocalServerOptions = {}): Promise<TestBroker> {
-  const server = await startLocalServer({ port: 0, dataDir: null, schedule: false, env: {}, ...options });
+  const commands = new CommandRecorder();
+  const server = await startLocalServer({
+    port: 0,
+    dataDir: null,
+    schedule: false,
+    env: {},
+    ...options,
+    overrides: { ...options.overrides, observer: commands },
+  });
   const lambda = new LambdaClient({
     endpoint: server.url,
     region: 'us-east-1',
@@ -40,9 +57,12 @@ export async function startTestBroker(options: LocalServerOptions = {}): Promise
       const out = await server.dynamo.send(new ScanCommand({ TableName: server.deps.config.tableName }));
       return (out.Items ?? []).map((i) => unmarshall(i));
     },
+    commands,
     async close() {
       lambda.destroy();
       await server.close();
+      commands.detach();
+      commands.assertWithinGrants(options.overrides?.grants ?? functionAccess, server.deps.config.tableName);
     },
   };
 }

@@ -4,7 +4,7 @@ import { dueSlot, refreshLeadMs } from '../../functions/core/domain/due-slot.ts'
 import { shardOf } from '../../functions/adapters/dynamodb/keys.ts';
 import type { ConnectionRecord } from '../../functions/adapters/dynamodb/store.ts';
 import { DUE_SHARDS } from '../../manifest/table.ts';
-import { staysValid } from '../../functions/core/use-cases/refresh-connection.ts';
+import { staysValid } from '../../functions/core/use-cases/fetch-token.ts';
 
 const config = loadConfig({ LOCAL_MASTER_KEY: Buffer.alloc(32).toString('base64') });
 const now = Date.parse('2026-11-23T10:00:00Z');

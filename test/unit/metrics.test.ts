@@ -2,18 +2,26 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createMetrics } from '../../functions/adapters/lambda/metrics.ts';
 
 let lines: string[] = [];
+let errors: string[] = [];
 const realWrite = process.stdout.write.bind(process.stdout);
+const realError = process.stderr.write.bind(process.stderr);
 
 beforeEach(() => {
   lines = [];
+  errors = [];
   delete process.env.POWERTOOLS_METRICS_DISABLED;
   process.stdout.write = ((chunk: unknown) => (
     lines.push(String(chunk)),
     true
   )) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: unknown) => (
+    errors.push(String(chunk)),
+    true
+  )) as typeof process.stderr.write;
 });
 afterEach(() => {
   process.stdout.write = realWrite;
+  process.stderr.write = realError;
   process.env.POWERTOOLS_METRICS_DISABLED = 'true';
 });
 
@@ -45,7 +53,11 @@ describe('EMF metrics', () => {
   });
 
   it('writes nothing, and warns nothing, when nothing was recorded', () => {
-    createMetrics({}).flush();
+    const metrics = createMetrics({});
+    metrics.flush();
+    // What `logMetrics` calls after every invocation.
+    metrics.powertools.publishStoredMetrics();
     expect(lines).toEqual([]);
+    expect(errors).toEqual([]);
   });
 });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Sandbox, type SandboxOptions, createSandbox } from '../../local/sandbox/index.ts';
 import { crms } from '../../local/sandbox/crms.ts';
-import { escapeHtml, markup } from '../../local/sandbox/html.ts';
+import { escapeHtml, markup } from '../../functions/adapters/lambda/html.ts';
 
 type Provider = 'copper' | 'capsule' | 'close';
 
@@ -105,20 +105,22 @@ const postForm = (url: string, body: Record<string, string>, headers: Record<str
     body: new URLSearchParams(body).toString(),
   });
 
+/** Text as a browser reads it from the page (the pages write character references). */
+const decodeHtml = (s: string) =>
+  s
+    .replace(/&#(\d+);/g, (_, n: string) => String.fromCharCode(Number(n)))
+    .replace(/&quot;/g, '"')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&amp;/g, '&');
+
 /** `<input>` name/value pairs of the first form on a page, and its method and action. */
 function parseForm(page: string): { method: string; action: string; fields: Record<string, string> } {
   const form = /<form\b([^>]*)>([\s\S]*?)<\/form>/i.exec(page);
   if (!form) throw new Error('no form');
   const attr = (tag: string, name: string) => {
     const m = new RegExp(`\\s${name}="([^"]*)"`, 'i').exec(tag);
-    return m?.[1] === undefined
-      ? undefined
-      : m[1]
-          .replace(/&quot;/g, '"')
-          .replace(/&#39;/g, "'")
-          .replace(/&lt;/g, '<')
-          .replace(/&gt;/g, '>')
-          .replace(/&amp;/g, '&');
+    return m?.[1] === undefined ? undefined : decodeHtml(m[1]);
   };
   const fields: Record<string, string> = {};
   for (const input of (form[2] ?? '').matchAll(/<input\b[^>]*>/gi)) {
@@ -285,10 +287,10 @@ describe('consent page', () => {
       expect(res.headers.get('cache-control')).toBe('no-store');
       expect(body).toContain('CRM OAuth Broker (local)');
       expect(body).toContain(crms[p].displayName);
-      for (const scope of SCOPES[p].split(' ')) expect(body).toContain(`<code>${scope}</code>`);
+      for (const scope of SCOPES[p].split(' ')) expect(decodeHtml(body)).toContain(`<code>${scope}</code>`);
       expect(body).toMatch(/<button type="submit" name="decision" value="allow">Allow<\/button>/);
       expect(body).toMatch(/<button type="submit" name="decision" value="deny"[^>]*>Deny<\/button>/);
-      expect(body).toContain(`<code>${h.base}</code>`);
+      expect(decodeHtml(body)).toContain(`<code>${h.base}</code>`);
       // Nothing from the request is reflected but the redirect target's origin.
       expect(body).not.toContain('st-123');
     },
@@ -310,9 +312,11 @@ describe('consent page', () => {
   });
 
   it('escapes every value it shows', () => {
-    expect(escapeHtml(`<a href="x">'&'</a>`)).toBe('&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
+    expect(escapeHtml(`<a href="x">'&'</a>`)).toBe(
+      '&#60;a href&#61;&#34;x&#34;&#62;&#39;&#38;&#39;&#60;&#47;a&#62;',
+    );
     expect(markup`<p title="${'"><script>'}">${'<b>'}</p>`.value).toBe(
-      '<p title="&quot;&gt;&lt;script&gt;">&lt;b&gt;</p>',
+      '<p title="&#34;&#62;&#60;script&#62;">&#60;b&#62;</p>',
     );
   });
 
@@ -845,7 +849,8 @@ describe('control endpoints', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
     const body = await res.text();
-    for (const p of ['copper', 'capsule', 'close'] as const) expect(body).toContain(env(p).tokenUrl);
+    for (const p of ['copper', 'capsule', 'close'] as const)
+      expect(decodeHtml(body)).toContain(env(p).tokenUrl);
     expect(body).toContain('Revoke every Close grant');
     // Its forms come back to it.
     const back = await postForm(`${h.base}/sandbox/_control/reset`, {});

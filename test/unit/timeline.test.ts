@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { awsClientOptions } from '../../functions/adapters/aws-clients.ts';
 import { loadConfig } from '../../functions/adapters/lambda/config.ts';
 import type { Deps } from '../../functions/core/ports.ts';
-import { deleteConnection } from '../../functions/core/use-cases/end-grant.ts';
+import { deleteConnection } from '../../functions/core/use-cases/delete-connection.ts';
 import { type FunctionName, functionSettings, httpRoutes } from '../../manifest/functions.ts';
 import type { ConnectionRecord } from '../../functions/adapters/dynamodb/store.ts';
 import {

@@ -4,6 +4,7 @@
  */
 import { type ClientCredentials, type Config, originOf } from '../../core/domain/config.ts';
 import { ConfigError } from '../../core/domain/errors.ts';
+import { integerIn } from '../../core/domain/numbers.ts';
 import {
   type ProviderDefinition,
   type ProviderId,
@@ -17,10 +18,8 @@ export type Env = Readonly<Record<string, string | undefined>>;
 function int(env: Env, name: string, fallback: number, min: number, max: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(`${name} must be an integer from ${min} to ${max}`);
-  }
+  const value = integerIn(raw.trim(), min, max, true);
+  if (value === undefined) throw new ConfigError(`${name} must be an integer from ${min} to ${max}`);
   return value;
 }
 

@@ -1,13 +1,17 @@
 /**
  * The one place errors become responses. Errors that say they may be shown
  * (`expose`) reach the caller; anything else is logged by name only and
- * becomes a generic 500 page or an `InternalError`, with no detail. Metrics
- * recorded during the invocation are flushed here too.
+ * becomes a generic 500 page or an `InternalError`, with no detail. Powertools'
+ * middlewares add the Lambda context to the logger and flush the metrics
+ * recorded during the invocation, after success and after an error alike.
  */
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import type { Logger } from '@aws-lambda-powertools/logger';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import { FlowError, contractError } from '../../core/domain/errors.ts';
+import { flowStatus } from './error-table.ts';
 import { type HttpEvent, type HttpResult, errorPage, redirect, returnToWith } from './responses.ts';
 import { errorFields } from './logger.ts';
 import type { BrokerMetrics } from './metrics.ts';
@@ -24,16 +28,19 @@ interface Observability {
   metrics: BrokerMetrics;
 }
 
-const observe = (
+/**
+ * Logger context (and the `function` key) per invocation, and the metrics it recorded flushed
+ * afterwards. Middy runs `onError` handlers last-registered first, so the error mapping registered
+ * after these runs before `logMetrics` flushes. Never `logEvent`: events carry codes and tokens.
+ */
+const observe = <E, R>(
   { logger, metrics }: Observability,
   name: string,
-): middy.MiddlewareObj<unknown, unknown, Error, Context> => ({
-  before: (request) => {
-    logger.addContext(request.context);
-    logger.appendKeys({ function: name });
-  },
-  after: () => metrics.flush(),
-});
+): middy.MiddlewareObj<E, R, Error, Context>[] => [
+  injectLambdaContext(logger, { logEvent: false }),
+  { before: () => logger.appendKeys({ function: name }) },
+  logMetrics(metrics.powertools),
+];
 
 /**
  * For functions other services invoke: typed errors pass through, a failing AWS dependency becomes
@@ -46,7 +53,7 @@ export function invokeHandler<E, R>(
 ) {
   const { logger, metrics } = deps;
   return middy<E, R, Error, Context>()
-    .use(observe(deps, name) as middy.MiddlewareObj<E, R, Error, Context>)
+    .use(observe<E, R>(deps, name))
     .use({
       onError: (request) => {
         const typed = contractError(request.error);
@@ -61,7 +68,6 @@ export function invokeHandler<E, R>(
           metrics.perFunction('UnexpectedFailures', name);
           request.error = new InternalError();
         }
-        metrics.flush();
       },
     })
     .handler(fn);
@@ -75,16 +81,17 @@ export function httpHandler(
 ) {
   const { logger, metrics } = deps;
   return middy<HttpEvent, HttpResult, Error, Context>()
-    .use(observe(deps, name) as middy.MiddlewareObj<HttpEvent, HttpResult, Error, Context>)
+    .use(observe<HttpEvent, HttpResult>(deps, name))
     .use({
       onError: (request) => {
         const err = request.error;
         if (err instanceof FlowError) {
-          logger.info('flow refused', { errorCode: err.code, statusCode: err.statusCode });
-          if (err.statusCode >= 500) metrics.perFunction('UnexpectedFailures', name);
+          const statusCode = flowStatus[err.code];
+          logger.info('flow refused', { errorCode: err.code, statusCode });
+          if (statusCode >= 500) metrics.perFunction('UnexpectedFailures', name);
           request.response = err.returnTo
             ? redirect(returnToWith(err.returnTo, { status: 'error', error: err.code }))
-            : errorPage(err.statusCode, err.code, err.message);
+            : errorPage(statusCode, err.code, err.message);
         } else {
           logger.error('unexpected failure', errorFields(err));
           metrics.perFunction('UnexpectedFailures', name);
@@ -94,7 +101,6 @@ export function httpHandler(
             'Something went wrong on our side. Please try again.',
           );
         }
-        metrics.flush();
       },
     })
     .handler(fn);

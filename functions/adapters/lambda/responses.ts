@@ -1,20 +1,20 @@
 /**
  * API Gateway HTTP API (payload v2) helpers: reading queries, forms and
  * cookies with size limits, and HTML pages carrying the headers of
- * security.md rows 8 and 17.
+ * security.md rows 8 and 17, written with the escaping `markup` template.
  */
 import { randomBytes } from 'node:crypto';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { FlowError } from '../../core/domain/errors.ts';
+import { SafeHtml, markup, trusted } from './html.ts';
+
+export { SafeHtml, markup } from './html.ts';
 
 export type HttpEvent = APIGatewayProxyEventV2;
 export type HttpResult = APIGatewayProxyStructuredResultV2;
 
 export const MAX_FORM_BYTES = 16 * 1024;
 export const FLOW_COOKIE = '__Host-crm-broker-flow';
-
-export const escapeHtml = (value: string): string =>
-  value.replace(/[&<>"'`=/]/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** Query parameters as API Gateway gives them (duplicate keys joined by commas). */
 export const queryParams = (event: HttpEvent): Record<string, string | undefined> =>
@@ -36,11 +36,10 @@ export function formParams(event: HttpEvent): Record<string, string> {
   if (!event.body) return {};
   const type = (header(event, 'content-type') ?? '').split(';')[0]?.trim().toLowerCase();
   if (type !== 'application/x-www-form-urlencoded') {
-    throw new FlowError(400, 'invalid_request', 'The callback body must be a form.');
+    throw new FlowError('invalid_request', 'The callback body must be a form.');
   }
   const raw = event.isBase64Encoded ? Buffer.from(event.body, 'base64') : Buffer.from(event.body, 'utf8');
-  if (raw.length > MAX_FORM_BYTES)
-    throw new FlowError(413, 'invalid_request', 'The request body is too large.');
+  if (raw.length > MAX_FORM_BYTES) throw new FlowError('body_too_large', 'The request body is too large.');
   const out: Record<string, string> = {};
   for (const [key, value] of new URLSearchParams(raw.toString('utf8'))) {
     out[key] = key in out ? `${out[key]},${value}` : value;
@@ -91,16 +90,14 @@ export interface PageOptions {
   wide?: boolean;
 }
 
-/**
- * An HTML page. `bodyHtml` must already be escaped; callers build it with
- * `escapeHtml` around every value.
- */
+/** An HTML page. The body is a `markup` fragment: every value in it escaped. */
 export function htmlPage(
   statusCode: number,
   title: string,
-  bodyHtml: string,
+  body: SafeHtml,
   options: PageOptions = {},
 ): HttpResult {
+  // Base64 from our own random bytes: nothing in it needs escaping in a quoted attribute.
   const nonce = randomBytes(16).toString('base64');
   const csp = [
     "default-src 'none'",
@@ -112,19 +109,21 @@ export function htmlPage(
   ]
     .filter(Boolean)
     .join('; ');
-  const body = `<!doctype html>
+  const script =
+    options.script && markup`<script nonce="${trusted(nonce)}">${trusted(options.script)}</script>`;
+  const page = markup`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(title)}</title>
-<style nonce="${nonce}">body{font:16px/1.5 system-ui,sans-serif;max-width:${options.wide ? '72rem' : '40rem'};margin:3rem auto;padding:0 1rem;color:#1d2430}
+<title>${title}</title>
+<style nonce="${trusted(nonce)}">body{font:16px/1.5 system-ui,sans-serif;max-width:${options.wide ? '72rem' : '40rem'};margin:3rem auto;padding:0 1rem;color:#1d2430}
 h1{font-size:1.5rem}.ok{color:#0a7a3d}.err{color:#b42318}code{background:#f2f4f7;padding:.1rem .3rem;border-radius:3px}
 button{font:inherit;padding:.5rem 1rem}table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid #e4e7ec;vertical-align:top;white-space:nowrap}
 td.wrap{white-space:normal}td form{display:inline}</style></head>
-<body>${bodyHtml}${options.script ? `<script nonce="${nonce}">${options.script}</script>` : ''}</body></html>`;
+<body>${body}${script}</body></html>`;
   return {
     statusCode,
     headers: { ...baseHeaders, 'Content-Type': 'text/html; charset=utf-8', 'Content-Security-Policy': csp },
-    body,
+    body: page.value,
   };
 }
 
@@ -132,8 +131,8 @@ export function errorPage(statusCode: number, code: string, message: string): Ht
   return htmlPage(
     statusCode,
     'Connection failed',
-    `<h1 class="err">The CRM connection did not complete</h1><p>${escapeHtml(message)}</p>
-<p>Error code: <code>${escapeHtml(code)}</code></p><p>You can close this page and start again from the app.</p>`,
+    markup`<h1 class="err">The CRM connection did not complete</h1><p>${message}</p>
+<p>Error code: <code>${code}</code></p><p>You can close this page and start again from the app.</p>`,
   );
 }
 

@@ -1,6 +1,7 @@
 /** Input validation for invoke payloads: precise `InvalidRequest` errors, nothing echoed back. */
 import type { Config } from './config.ts';
 import { InvalidRequest } from '../../core/domain/errors.ts';
+import { integerIn } from '../../core/domain/numbers.ts';
 import { type ProviderId, isProviderId } from '../../core/domain/providers.ts';
 
 export type Payload = Record<string, unknown>;
@@ -64,10 +65,9 @@ export function returnTo(config: Config, value: unknown): string | undefined {
 
 export function integer(value: unknown, name: string, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new InvalidRequest(`${name} must be an integer from ${min} to ${max}`);
-  }
-  return value;
+  const n = integerIn(value, min, max);
+  if (n === undefined) throw new InvalidRequest(`${name} must be an integer from ${min} to ${max}`);
+  return n;
 }
 
 export function boolean(value: unknown, name: string, fallback: boolean): boolean {

@@ -7,9 +7,8 @@
 export type ErrorType =
   'InvalidRequest' | 'ConnectionNotFound' | 'NeedsReauth' | 'ProviderUnavailable' | 'BrokerUnavailable';
 
+/** An error a service caller may see: its `name` is the contract's `errorType`, its message holds no secret. */
 export class BrokerError extends Error {
-  /** Safe to show to the caller (its message holds no secret and no internals). */
-  readonly expose: boolean = true;
   constructor(
     readonly errorType: ErrorType,
     message: string,
@@ -91,22 +90,40 @@ export function contractError(err: unknown): BrokerError | undefined {
   return undefined;
 }
 
+/** Why a browser step was refused; the Lambda adapter's error table gives each its HTTP status. */
+export type FlowRefusal =
+  | 'invalid_session'
+  | 'unknown_provider'
+  | 'method_not_allowed'
+  | 'invalid_request'
+  | 'body_too_large'
+  | 'invalid_state'
+  | 'invalid_issuer'
+  | 'access_denied'
+  | 'authorization_failed'
+  | 'token_exchange_failed'
+  | 'provider_unavailable'
+  | 'identity_failed'
+  | 'internal_error';
+
 /**
- * A refused browser step (bad state, declined consent, ...): shown as a 4xx page
- * or as `?status=error&error=<code>` on `returnTo`.
+ * A refused browser step (bad state, declined consent, ...), shown to the
+ * person as an error page or as `?status=error&error=<code>` on `returnTo`.
+ * The message is for the person: it never holds a token, code, state or secret.
  */
 export class FlowError extends Error {
-  readonly expose = true;
+  readonly code: FlowRefusal;
+  /** Where the person should be sent back, once it is known (after the state was consumed). */
+  readonly returnTo: string | undefined;
   constructor(
-    readonly statusCode: 400 | 403 | 404 | 405 | 413 | 500,
-    readonly code: string,
+    code: FlowRefusal,
     message: string,
-    /** Where the person should be sent back, once it is known (after the state was consumed). */
-    readonly returnTo?: string,
-    options?: { cause?: unknown },
+    options: { returnTo?: string | undefined; cause?: unknown } = {},
   ) {
-    super(message, options);
+    super(message, { cause: options.cause });
     this.name = 'FlowError';
+    this.code = code;
+    this.returnTo = options.returnTo;
   }
 }
 

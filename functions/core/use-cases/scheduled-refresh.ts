@@ -5,6 +5,7 @@
  * refreshes: every refresh started runs to its end (security.md row 18);
  * whatever is left waits for the next run.
  */
+import { NeedsReauth } from '../domain/errors.ts';
 import type { Deps } from '../ports.ts';
 import { errorFields } from '../domain/error-fields.ts';
 import { RefreshInProgress, refreshConnection } from './refresh-connection.ts';
@@ -40,8 +41,6 @@ export async function runScheduledRefresh(
 ): Promise<ScheduledRunSummary> {
   const started = deps.now();
   const stopAt = started + options.budgetMs;
-  const concurrency = options.concurrency ?? 10;
-  const jitterMs = options.jitterMs ?? 250;
   const { ids, itemsRead, more } = await deps.store.findDueConnections(
     Math.floor(started / 1000),
     options.maxConnections ?? 1000,
@@ -55,53 +54,65 @@ export async function runScheduledRefresh(
     itemsRead,
     deferred: more ? 1 : 0,
   };
-  // Shuffle so a CRM sees the work spread out, not in index order.
-  for (let i = ids.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [ids[i], ids[j]] = [ids[j] as string, ids[i] as string];
-  }
-  const stillDue = (c: ConnectionRecord) => c.dueAt !== undefined && c.dueAt * 1000 <= deps.now();
-  let next = 0;
+  // Shuffled, so a CRM sees the work spread out, not in index order.
+  const queue = shuffled(ids);
   const worker = async () => {
     // Workers start staggered (jitter), so calls to a CRM don't arrive in lockstep; after that each
     // worker's own pace spreads them, and no time is spent idle between refreshes.
+    const jitterMs = options.jitterMs ?? 250;
     if (jitterMs > 0) await deps.sleep(Math.floor(Math.random() * jitterMs));
-    while (next < ids.length) {
+    for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
       if (deps.now() >= stopAt) {
-        summary.deferred += ids.length - next;
-        next = ids.length;
+        // The budget decides only what starts: the rest waits for the next run.
+        summary.deferred += queue.length + 1;
+        queue.length = 0;
         return;
       }
-      const id = ids[next++] as string;
-      try {
-        const connection = await deps.store.getConnection(id);
-        if (!connection || connection.status !== 'active' || !stillDue(connection)) {
-          summary.skipped++;
-          continue;
-        }
-        // No deadline of the run's own reaches the refresh; a lease someone else holds is theirs to finish.
-        await refreshConnection(deps, connection, {
-          satisfied: (c) => !stillDue(c),
-          deadline: options.deadline,
-          waitForOthers: false,
-        });
-        summary.refreshed++;
-      } catch (err) {
-        if ((err as Error).name === 'NeedsReauth') summary.needsReauth++;
-        else if (err instanceof RefreshInProgress) summary.skipped++;
-        else {
-          summary.failed++;
-          deps.logger.warn('scheduled refresh failed', { connectionId: id, ...errorFields(err) });
-        }
-      }
+      summary[await visit(deps, id, options.deadline)]++;
     }
   };
-  await Promise.all(Array.from({ length: Math.min(concurrency, ids.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(options.concurrency ?? 10, ids.length) }, worker));
+  report(deps, summary);
+  return summary;
+}
+
+type Outcome = 'refreshed' | 'failed' | 'needsReauth' | 'skipped';
+
+/** One due connection: refreshed (or verified) if it is still due and nobody else is on it. */
+async function visit(deps: Deps, id: string, deadline: number | undefined): Promise<Outcome> {
+  const stillDue = (c: ConnectionRecord) => c.dueAt !== undefined && c.dueAt * 1000 <= deps.now();
+  try {
+    const connection = await deps.store.getConnection(id);
+    if (!connection || connection.status !== 'active' || !stillDue(connection)) return 'skipped';
+    // No deadline of the run's own reaches the refresh; a lease someone else holds is theirs to finish.
+    await refreshConnection(deps, connection, {
+      satisfied: (c) => !stillDue(c),
+      deadline,
+      waitForOthers: false,
+    });
+    return 'refreshed';
+  } catch (err) {
+    if (err instanceof NeedsReauth) return 'needsReauth';
+    if (err instanceof RefreshInProgress) return 'skipped';
+    deps.logger.warn('scheduled refresh failed', { connectionId: id, ...errorFields(err) });
+    return 'failed';
+  }
+}
+
+function shuffled<T>(items: readonly T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
+function report(deps: Deps, summary: ScheduledRunSummary): void {
   deps.metrics.count('ScheduledRunDue', summary.due);
   deps.metrics.count('ScheduledRunRefreshed', summary.refreshed);
   deps.metrics.count('ScheduledRunFailed', summary.failed);
   deps.metrics.count('ScheduledRunNeedsReauth', summary.needsReauth);
   deps.metrics.count('ScheduledRunDeferred', summary.deferred);
   deps.logger.info('scheduled refresh run', { ...summary });
-  return summary;
 }

@@ -1,0 +1,23 @@
+/** Lifecycle events of a connection, published by the use cases. */
+import type { BrokerEventType } from '../domain/events.ts';
+import type { ConnectionRecord } from '../domain/records.ts';
+import type { Deps } from '../ports.ts';
+
+export async function publishEvent(deps: Deps, type: BrokerEventType, c: ConnectionRecord, reason?: string) {
+  await deps.events.publish({
+    type,
+    detail: {
+      connectionId: c.connectionId,
+      ownerId: c.ownerId,
+      provider: c.provider,
+      ...(reason ? { reason } : {}),
+      at: new Date(deps.now()).toISOString(),
+    },
+  });
+}
+
+/**
+ * The refresh itself, holding the lease: read what is needed, send the refresh
+ * only if everything after it fits in the lease and the caller's function, then
+ * run it to its end and store the result, whatever happens to the callers.
+ */

@@ -1,0 +1,75 @@
+/**
+ * `token-fetch` (and the refresh route): a valid access token for a connection,
+ * refreshed first when it would not stay valid for `minValiditySeconds` (never
+ * asking more than half its issued lifetime), or on `forceRefresh`.
+ */
+import { ConnectionNotFound, NeedsReauth } from '../domain/errors.ts';
+import type { ProviderId } from '../domain/providers.ts';
+import type { ConnectionRecord } from '../domain/records.ts';
+import { type StoredTokens, tokenContext } from '../domain/token-set.ts';
+import type { Deps } from '../ports.ts';
+import { refreshConnection } from './refresh-connection.ts';
+
+export interface TokenAnswer {
+  connectionId: string;
+  provider: ProviderId;
+  accessToken: string;
+  tokenType: 'Bearer';
+  expiresAt: string | null;
+  apiBaseUrl: string;
+  headers: Record<string, string>;
+}
+
+export interface FetchRequest {
+  connectionId: string;
+  minValiditySeconds: number;
+  forceRefresh: boolean;
+  /**
+   * Epoch ms by which the calling function must be done. It decides whether a
+   * refresh may start and how long to wait for someone else's; it never cuts a
+   * refresh that was sent.
+   */
+  deadline?: number;
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** Does the token stay valid for `minValiditySeconds`, never asking more than half its issued lifetime? */
+export function staysValid(c: ConnectionRecord, minValiditySeconds: number, now: number): boolean {
+  if (c.expiresAt === null) return true;
+  const wantedMs = c.issuedLifetimeSeconds
+    ? Math.min(minValiditySeconds * 1000, (c.issuedLifetimeSeconds * 1000) / 2)
+    : minValiditySeconds * 1000;
+  return c.expiresAt - now >= wantedMs;
+}
+
+export async function decryptTokens(deps: Deps, c: ConnectionRecord): Promise<StoredTokens> {
+  return JSON.parse(await deps.envelope.decrypt(c.tokens, tokenContext(c))) as StoredTokens;
+}
+
+export async function fetchToken(deps: Deps, request: FetchRequest): Promise<TokenAnswer> {
+  const startedAt = deps.now();
+  let connection = await deps.store.getConnection(request.connectionId);
+  if (!connection) throw new ConnectionNotFound();
+  if (connection.status === 'needs_reauth') throw new NeedsReauth();
+
+  const refreshedSinceStart = (c: ConnectionRecord) =>
+    c.lastRefreshedAt !== null && c.lastRefreshedAt >= startedAt;
+  const satisfied = (c: ConnectionRecord) =>
+    request.forceRefresh ? refreshedSinceStart(c) : staysValid(c, request.minValiditySeconds, deps.now());
+
+  if (!satisfied(connection)) {
+    connection = await refreshConnection(deps, connection, { satisfied, deadline: request.deadline });
+  }
+  const tokens = await decryptTokens(deps, connection);
+  const provider = deps.config.providers[connection.provider];
+  return {
+    connectionId: connection.connectionId,
+    provider: connection.provider,
+    accessToken: tokens.accessToken,
+    tokenType: 'Bearer',
+    expiresAt: iso(connection.expiresAt),
+    apiBaseUrl: provider.apiBaseUrl,
+    headers: { ...provider.apiHeaders, Authorization: `Bearer ${tokens.accessToken}` },
+  };
+}
