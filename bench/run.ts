@@ -19,7 +19,7 @@ import type { Context } from 'aws-lambda';
 import * as callback from '../functions/callback.ts';
 import * as authorize from '../functions/authorize.ts';
 import * as connectSession from '../functions/connect-session.ts';
-import { connectionIdFor } from '../functions/core/domain/connection-id.ts';
+import { legacyConnectionIdFor as connectionIdFor } from '../functions/core/domain/connection-id.ts';
 import { tokenContext } from '../functions/core/domain/token-set.ts';
 import { type BrokerDeps, createDeps } from '../functions/adapters/lambda/wiring.ts';
 import { KmsKeyProvider } from '../functions/adapters/kms/envelope.ts';

@@ -7,8 +7,10 @@
 import type { Context } from 'aws-lambda';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { deleteConnection } from './core/use-cases/delete-connection.ts';
-import { ConnectionNotFound, InvalidRequest } from './core/domain/errors.ts';
+import { InvalidRequest } from './core/domain/errors.ts';
+import { audited } from './adapters/lambda/audit.ts';
 import { invokeHandler } from './adapters/lambda/middleware.ts';
+import { ownedConnection } from './core/use-cases/owned-connection.ts';
 import { publicView } from './core/domain/connection-view.ts';
 import { functionDeadline } from './core/domain/timeline.ts';
 import * as v from './adapters/lambda/validate.ts';
@@ -23,16 +25,21 @@ export const createHandler = (deps: BrokerDeps) =>
         return { connections: connections.map(publicView) };
       }
       case 'get': {
-        const payload = v.objectPayload(event, ['action', 'connectionId']);
-        const connection = await deps.store.getConnection(v.connectionId(payload.connectionId));
-        if (!connection) throw new ConnectionNotFound();
-        return publicView(connection);
+        const payload = v.objectPayload(event, ['action', 'connectionId', 'ownerId']);
+        const owner = v.optionalOwnerId(payload.ownerId);
+        return publicView(await ownedConnection(deps, v.connectionId(payload.connectionId), owner));
       }
       case 'delete': {
-        const payload = v.objectPayload(event, ['action', 'connectionId']);
+        const payload = v.objectPayload(event, ['action', 'connectionId', 'ownerId']);
         const connectionId = v.connectionId(payload.connectionId);
+        const owner = v.optionalOwnerId(payload.ownerId);
         const deadline = functionDeadline(deps.now(), context.getRemainingTimeInMillis?.());
-        const deleted = await deleteConnection(deps, connectionId, deadline);
+        const deleted = await audited(
+          deps,
+          'connections.delete',
+          { connectionId, ownerIdGiven: owner !== undefined },
+          () => deleteConnection(deps, connectionId, owner, deadline),
+        );
         await deps.events.publish({
           type: 'connection.deleted',
           detail: {

@@ -5,6 +5,7 @@
  */
 import type { Context } from 'aws-lambda';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
+import { audited } from './adapters/lambda/audit.ts';
 import { invokeHandler } from './adapters/lambda/middleware.ts';
 import { fetchToken } from './core/use-cases/fetch-token.ts';
 import { functionDeadline } from './core/domain/timeline.ts';
@@ -12,15 +13,18 @@ import * as v from './adapters/lambda/validate.ts';
 
 export const createHandler = (deps: BrokerDeps) =>
   invokeHandler(deps, 'token-fetch', async (event: unknown, context: Context) => {
-    const payload = v.objectPayload(event, ['connectionId', 'minValiditySeconds', 'forceRefresh']);
+    const payload = v.objectPayload(event, ['connectionId', 'ownerId', 'minValiditySeconds', 'forceRefresh']);
     const started = deps.now();
     const deadline = functionDeadline(started, context.getRemainingTimeInMillis?.());
-    const answer = await fetchToken(deps, {
+    const request = {
       connectionId: v.connectionId(payload.connectionId),
+      ownerId: v.optionalOwnerId(payload.ownerId),
       minValiditySeconds: v.integer(payload.minValiditySeconds, 'minValiditySeconds', 300, 0, 86_400),
       forceRefresh: v.boolean(payload.forceRefresh, 'forceRefresh', false),
       ...(deadline ? { deadline } : {}),
-    });
+    };
+    const access = { connectionId: request.connectionId, ownerIdGiven: request.ownerId !== undefined };
+    const answer = await audited(deps, 'token-fetch', access, () => fetchToken(deps, request));
     deps.metrics.milliseconds('TokenFetchLatency', deps.now() - started);
     return answer;
   });

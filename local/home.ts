@@ -3,6 +3,7 @@
  * connection's state and the broker's events. Local only: it scans the table,
  * which nothing in AWS ever does.
  */
+import { readBodyBytes } from './request-body.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { publicView } from '../functions/core/domain/connection-view.ts';
 import type { BrokerDeps } from '../functions/adapters/lambda/wiring.ts';
@@ -27,17 +28,8 @@ async function allConnections(h: HomeDeps): Promise<ReturnType<typeof publicView
   return all.map(publicView).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
 }
 
-function readForm(req: IncomingMessage): Promise<URLSearchParams> {
-  return new Promise((resolve, reject) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk: string) => {
-      body += chunk;
-      if (body.length > 4096) req.destroy();
-    });
-    req.on('end', () => resolve(new URLSearchParams(body)));
-    req.on('error', reject);
-  });
+async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
+  return new URLSearchParams((await readBodyBytes(req, 4096)).toString('utf8'));
 }
 
 function send(res: ServerResponse, page: ReturnType<typeof htmlPage>) {

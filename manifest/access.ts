@@ -33,10 +33,11 @@ export const functionAccess: Readonly<Record<FunctionName, FunctionAccess>> = {
   // beginAuthorization: consumeSession (conditional delete), putState. The authorize URL needs the client id only.
   authorize: { table: ['dynamodb:DeleteItem', 'dynamodb:PutItem'] },
   // completeAuthorization: consumeState, exchangeCode (client secret), encrypt (new data key),
-  // getConnection + upsertConnection (conditional UpdateItem), decrypt the replaced grant to revoke it
+  // the account's connection id (GetItem, bound with a conditional PutItem), getConnection +
+  // upsertConnection (conditional UpdateItem), decrypt the replaced grant to revoke it
   // (Close sends client credentials), connection.created/reconnected events.
   callback: {
-    table: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem'],
+    table: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'],
     tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
     clientSecrets: true,
     events: true,

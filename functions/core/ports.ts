@@ -26,6 +26,27 @@ export interface ConnectionStore {
     now: number,
   ): Promise<StateRecord | undefined>;
   getConnection(connectionId: string): Promise<ConnectionRecord | undefined>;
+  /** The connection id an owner's CRM account is bound to, if any. */
+  connectionIdForAccount(
+    ownerId: string,
+    provider: ProviderId,
+    accountId: string,
+  ): Promise<string | undefined>;
+  /** Binds the account to `connectionId` unless bound to another (other than `replacing`); returns the bound id. */
+  bindAccount(
+    ownerId: string,
+    provider: ProviderId,
+    accountId: string,
+    connectionId: string,
+    replacing?: string,
+  ): Promise<string>;
+  /** Unbinds the account from `connectionId`, so a reconnect after a delete gets a new id. */
+  unbindAccount(
+    ownerId: string,
+    provider: ProviderId,
+    accountId: string,
+    connectionId: string,
+  ): Promise<void>;
   /** Writes a new grant only if the connection is absent (`expected` undefined) or still at `expected.version`. */
   upsertConnection(
     record: Omit<ConnectionRecord, 'createdAt' | 'version' | 'leaseOwner' | 'leaseUntil'>,

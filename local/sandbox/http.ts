@@ -1,4 +1,5 @@
 /** Request parsing and response writing for the sandbox CRMs. */
+import { BodyTooLarge, readBodyBytes } from '../request-body.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -16,35 +17,12 @@ export class HttpError extends Error {
 
 /** Reads a request body of at most `limit` bytes; a larger one is a 413. */
 export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<string> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) {
-    return Promise.reject(new HttpError(413, 'Request body too large'));
-  }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let done = false;
-    req.on('data', (chunk: Buffer) => {
-      if (done) return;
-      size += chunk.length;
-      if (size > limit) {
-        done = true;
-        reject(new HttpError(413, 'Request body too large'));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => {
-      if (done) return;
-      done = true;
-      resolve(Buffer.concat(chunks).toString('utf8'));
-    });
-    req.on('error', (err) => {
-      if (done) return;
-      done = true;
-      reject(err);
-    });
-  });
+  return readBodyBytes(req, limit).then(
+    (body) => body.toString('utf8'),
+    (err: unknown) => {
+      throw err instanceof BodyTooLarge ? new HttpError(413, 'Request body too large') : err;
+    },
+  );
 }
 
 /**

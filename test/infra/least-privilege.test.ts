@@ -75,11 +75,12 @@ const expected: Record<FunctionName, Statement[]> = {
   // beginAuthorization -> consumeSession (conditional DeleteItem), putState (PutItem); the CRM URL needs only the client id.
   authorize: [ownLogs('authorize'), tableItems('DeleteItem', 'PutItem'), tableAtRest],
   // completeAuthorization -> consumeState (DeleteItem), exchangeCode (client secret), envelope.encrypt
-  // (GenerateDataKey), getConnection (GetItem) + conditional upsertConnection (UpdateItem), decrypt of the
+  // (GenerateDataKey), the account's connection id (GetItem, conditional PutItem), getConnection (GetItem)
+  // + conditional upsertConnection (UpdateItem), decrypt of the
   // replaced grant to revoke it (security.md row 20), connection.created/reconnected events.
   callback: [
     ownLogs('callback'),
-    tableItems('DeleteItem', 'GetItem', 'UpdateItem'),
+    tableItems('DeleteItem', 'GetItem', 'PutItem', 'UpdateItem'),
     tableAtRest,
     tokenEnvelopes('Decrypt', 'GenerateDataKey'),
     clientSecrets,

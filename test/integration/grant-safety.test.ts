@@ -284,7 +284,7 @@ describe('delete and reconnect leave no grant alive at the CRM (row 20)', () => 
     const deps = broker.server.deps;
     const deadline = Date.now() + 3 * AWS_CALL_MAX_MS + deps.config.providerTimeoutMs + 1_000;
     try {
-      await deleteConnection(deps, connectionId, deadline);
+      await deleteConnection(deps, connectionId, undefined, deadline);
     } finally {
       proxy.matching = matching;
     }

@@ -5,7 +5,7 @@
 import { BatchWriteItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectionIdFor } from '../../functions/core/domain/connection-id.ts';
+import { legacyConnectionIdFor as connectionIdFor } from '../../functions/core/domain/connection-id.ts';
 import { dueSlot } from '../../functions/core/domain/due-slot.ts';
 import { duePkOf, keys } from '../../functions/adapters/dynamodb/keys.ts';
 import { connect } from '../support/flows.ts';

@@ -129,6 +129,7 @@ function deleteInConnectionsFunction(leaseFreeAt: number) {
     connectionId: 'conn_x',
     ownerId: 'o',
     provider: 'capsule',
+    account: { id: 'acct' },
     tokens: 'sealed',
   } as ConnectionRecord;
   const deps = {
@@ -145,6 +146,7 @@ function deleteInConnectionsFunction(leaseFreeAt: number) {
         return record;
       },
       deleteConnection: async () => record,
+      unbindAccount: async () => undefined,
     },
     envelope: { decrypt: async () => JSON.stringify({ accessToken: 'a', refreshToken: 'r' }) },
     oauth: { revoke: async () => 'revoked' },
@@ -153,7 +155,7 @@ function deleteInConnectionsFunction(leaseFreeAt: number) {
   } as unknown as Deps;
   const deadline = functionDeadline(start, timeoutMs('connections')) as number;
   return {
-    run: () => deleteConnection(deps, 'conn_x', deadline),
+    run: () => deleteConnection(deps, 'conn_x', undefined, deadline),
     leaseTaken: () => (leaseTakenAt === undefined ? undefined : leaseTakenAt - start),
     elapsed: () => clock - start,
     providerTimeoutMs: config.providerTimeoutMs,

@@ -9,6 +9,11 @@ export const keys = {
   session: (sessionHash: string) => ({ pk: `SESSION#${sessionHash}`, sk: 'SESSION' }),
   state: (stateHash: string) => ({ pk: `STATE#${stateHash}`, sk: 'STATE' }),
   connection: (connectionId: string) => ({ pk: `CONN#${connectionId}`, sk: 'CONN' }),
+  /** Which connection an owner's CRM account has: hashed, so the key carries no owner or account id. */
+  account: (ownerId: string, provider: string, accountId: string) => ({
+    pk: `ACCOUNT#${createHash('sha256').update(`${provider}\0${ownerId}\0${accountId}`).digest('hex')}`,
+    sk: 'ACCOUNT',
+  }),
   ownerPk: (ownerId: string) => `OWNER#${ownerId}`,
   duePk: (shard: number) => `DUE#${shard}`,
   connectionPrefix: 'CONN#',

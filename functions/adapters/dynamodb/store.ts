@@ -249,6 +249,79 @@ export class Store {
     return out.Item ? toConnection(unmarshall(out.Item)) : undefined;
   }
 
+  /** The connection id an owner's CRM account is bound to, if any (a consistent read). */
+  async connectionIdForAccount(
+    ownerId: string,
+    provider: ProviderId,
+    accountId: string,
+  ): Promise<string | undefined> {
+    const out = await this.db.send(
+      new GetItemCommand({
+        TableName: this.tableName,
+        Key: marshall(keys.account(ownerId, provider, accountId)),
+        ConsistentRead: true,
+      }),
+    );
+    const id = out.Item?.connectionId?.S;
+    return typeof id === 'string' ? id : undefined;
+  }
+
+  /**
+   * Binds an owner's CRM account to `connectionId` unless it is bound already
+   * (to anything but `replacing`); returns the id it is bound to afterwards.
+   * Concurrent callbacks for the same account thus agree on one id.
+   */
+  async bindAccount(
+    ownerId: string,
+    provider: ProviderId,
+    accountId: string,
+    connectionId: string,
+    replacing?: string,
+  ): Promise<string> {
+    try {
+      await this.db.send(
+        new PutItemCommand({
+          TableName: this.tableName,
+          Item: marshall({ ...keys.account(ownerId, provider, accountId), connectionId }),
+          ConditionExpression: replacing
+            ? 'attribute_not_exists(pk) OR connectionId = :replacing OR connectionId = :id'
+            : 'attribute_not_exists(pk) OR connectionId = :id',
+          ExpressionAttributeValues: marshall({
+            ':id': connectionId,
+            ...(replacing ? { ':replacing': replacing } : {}),
+          }),
+        }),
+      );
+      return connectionId;
+    } catch (err) {
+      if (!isConditionFailure(err)) throw err;
+      const bound = await this.connectionIdForAccount(ownerId, provider, accountId);
+      if (!bound) throw err;
+      return bound;
+    }
+  }
+
+  /** Unbinds an owner's CRM account from `connectionId` (after a delete), so a reconnect gets a new id. */
+  async unbindAccount(
+    ownerId: string,
+    provider: ProviderId,
+    accountId: string,
+    connectionId: string,
+  ): Promise<void> {
+    try {
+      await this.db.send(
+        new DeleteItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.account(ownerId, provider, accountId)),
+          ConditionExpression: 'connectionId = :id',
+          ExpressionAttributeValues: marshall({ ':id': connectionId }),
+        }),
+      );
+    } catch (err) {
+      if (!isConditionFailure(err)) throw err;
+    }
+  }
+
   /**
    * Creates the connection, or replaces the tokens of an existing one for the
    * same owner, provider and account (re-connecting keeps the `connectionId`),

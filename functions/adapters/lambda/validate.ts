@@ -35,6 +35,10 @@ export function ownerId(value: unknown): string {
   return value;
 }
 
+/** An optional `ownerId`: when given, the call acts only on that owner's connections. */
+export const optionalOwnerId = (value: unknown): string | undefined =>
+  value === undefined ? undefined : ownerId(value);
+
 export function configuredProvider(config: Config, value: unknown): ProviderId {
   if (!isProviderId(value)) throw new InvalidRequest('provider must be one of copper, capsule, close');
   if (!config.clients[value]) throw new InvalidRequest('that provider is not configured');

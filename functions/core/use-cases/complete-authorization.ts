@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { redirectUri } from '../domain/config.ts';
-import { connectionIdFor } from '../domain/connection-id.ts';
+import { legacyConnectionIdFor, newConnectionId } from '../domain/connection-id.ts';
 import { TokenEndpointRejected } from '../domain/crm-errors.ts';
 import { dueSlot } from '../domain/due-slot.ts';
 import { errorFields } from '../domain/error-fields.ts';
@@ -54,7 +54,7 @@ export async function completeAuthorization(
     const token = await exchangeCode(deps, definition, answer.code as string, state);
     const account = await identifyAccount(deps, definition, token, returnTo);
     const ids = {
-      connectionId: connectionIdFor(state.ownerId, provider, account.id),
+      connectionId: await connectionIdForAccount(deps, state.ownerId, provider, account.id),
       ownerId: state.ownerId,
       provider,
     };
@@ -191,6 +191,24 @@ async function identifyAccount(
       cause: err,
     });
   }
+}
+
+/**
+ * The connection id of this owner's CRM account: the one it is bound to (so a
+ * reconnect keeps it), else a connection stored before ids were random, else a
+ * new random id. Bound with a conditional write, so two callbacks at once agree.
+ */
+async function connectionIdForAccount(
+  deps: Deps,
+  ownerId: string,
+  provider: ProviderId,
+  accountId: string,
+): Promise<string> {
+  const bound = await deps.store.connectionIdForAccount(ownerId, provider, accountId);
+  if (bound) return bound;
+  const legacy = legacyConnectionIdFor(ownerId, provider, accountId);
+  const candidate = (await deps.store.getConnection(legacy)) ? legacy : newConnectionId();
+  return deps.store.bindAccount(ownerId, provider, accountId, candidate);
 }
 
 /**

@@ -8,6 +8,7 @@ import { ConnectionNotFound } from '../domain/errors.ts';
 import type { ConnectionRecord } from '../domain/records.ts';
 import { AWS_CALL_MAX_MS, LEASE_MS } from '../domain/timeline.ts';
 import type { Deps } from '../ports.ts';
+import { ownedConnection } from './owned-connection.ts';
 import { revokeStoredGrant } from './revoke-grant.ts';
 
 const POLL_MS = 100;
@@ -22,11 +23,12 @@ const AFTER_WAIT_MS = 3 * AWS_CALL_MAX_MS;
 export async function deleteConnection(
   deps: Deps,
   connectionId: string,
+  ownerId: string | undefined,
   deadline: number = deps.now() + LEASE_MS + AFTER_WAIT_MS + deps.config.providerTimeoutMs + 1_000,
 ): Promise<ConnectionRecord> {
   const owner = randomUUID();
   const waitUntil = deadline - AFTER_WAIT_MS - deps.config.providerTimeoutMs;
-  let current = await deps.store.getConnection(connectionId);
+  let current: ConnectionRecord | undefined = await ownedConnection(deps, connectionId, ownerId);
   let held: ConnectionRecord | undefined;
   while (current) {
     held = await deps.store.acquireRefreshLease(connectionId, owner, deps.now(), LEASE_MS);
@@ -47,5 +49,7 @@ export async function deleteConnection(
   await revokeStoredGrant(deps, record, 'deleted');
   const deleted = await deps.store.deleteConnection(connectionId);
   if (!deleted) throw new ConnectionNotFound();
+  // A reconnect of this account after the delete is a new connection, with a new id.
+  await deps.store.unbindAccount(deleted.ownerId, deleted.provider, deleted.account.id, connectionId);
   return deleted;
 }

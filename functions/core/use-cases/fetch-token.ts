@@ -3,11 +3,12 @@
  * refreshed first when it would not stay valid for `minValiditySeconds` (never
  * asking more than half its issued lifetime), or on `forceRefresh`.
  */
-import { ConnectionNotFound, NeedsReauth } from '../domain/errors.ts';
+import { NeedsReauth } from '../domain/errors.ts';
 import type { ProviderId } from '../domain/providers.ts';
 import type { ConnectionRecord } from '../domain/records.ts';
 import { type StoredTokens, tokenContext } from '../domain/token-set.ts';
 import type { Deps } from '../ports.ts';
+import { ownedConnection } from './owned-connection.ts';
 import { refreshConnection } from './refresh-connection.ts';
 
 export interface TokenAnswer {
@@ -22,6 +23,8 @@ export interface TokenAnswer {
 
 export interface FetchRequest {
   connectionId: string;
+  /** When given, the connection must be this owner's, else `ConnectionNotFound` (security.md row 21). */
+  ownerId?: string | undefined;
   minValiditySeconds: number;
   forceRefresh: boolean;
   /**
@@ -49,8 +52,7 @@ export async function decryptTokens(deps: Deps, c: ConnectionRecord): Promise<St
 
 export async function fetchToken(deps: Deps, request: FetchRequest): Promise<TokenAnswer> {
   const startedAt = deps.now();
-  let connection = await deps.store.getConnection(request.connectionId);
-  if (!connection) throw new ConnectionNotFound();
+  let connection = await ownedConnection(deps, request.connectionId, request.ownerId);
   if (connection.status === 'needs_reauth') throw new NeedsReauth();
 
   const refreshedSinceStart = (c: ConnectionRecord) =>
