@@ -53,6 +53,12 @@ export const createHandler = (deps: BrokerDeps) =>
     }
 
     const outcome = await completeAuthorization(deps, provider, params, cookie);
+    if (outcome.kind === 'pending') {
+      // The app's backend confirms who connected (`connections confirm`) with this one-time code.
+      return redirect(
+        returnToWith(outcome.returnTo, { status: 'pending', confirmation: outcome.confirmation }),
+      );
+    }
     const { connectionId } = outcome.connection;
     if (outcome.returnTo) {
       return redirect(returnToWith(outcome.returnTo, { status: 'connected', connection_id: connectionId }));

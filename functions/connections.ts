@@ -11,6 +11,7 @@ import { InvalidRequest } from './core/domain/errors.ts';
 import { audited } from './adapters/lambda/audit.ts';
 import { invokeHandler } from './adapters/lambda/middleware.ts';
 import { ownedConnection } from './core/use-cases/owned-connection.ts';
+import { confirmConnection } from './core/use-cases/confirm-connection.ts';
 import { publicView } from './core/domain/connection-view.ts';
 import { functionDeadline } from './core/domain/timeline.ts';
 import * as v from './adapters/lambda/validate.ts';
@@ -53,8 +54,20 @@ export const createHandler = (deps: BrokerDeps) =>
         deps.logger.info('connection deleted', { connectionId, provider: deleted.provider });
         return { connectionId, deleted: true };
       }
+      case 'confirm': {
+        const payload = v.objectPayload(event, ['action', 'confirmation', 'ownerId']);
+        const confirmation = v.confirmation(payload.confirmation);
+        const owner = v.ownerId(payload.ownerId);
+        const confirmed = await audited(
+          deps,
+          'connections.confirm',
+          { connectionId: undefined, ownerIdGiven: true },
+          () => confirmConnection(deps, { confirmation, ownerId: owner }),
+        );
+        return publicView(confirmed);
+      }
       default:
-        throw new InvalidRequest('action must be one of list, get, delete');
+        throw new InvalidRequest('action must be one of list, get, delete, confirm');
     }
   });
 

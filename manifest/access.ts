@@ -52,10 +52,12 @@ export const functionAccess: Readonly<Record<FunctionName, FunctionAccess>> = {
   },
   // list (byOwner query), get, delete: take the refresh lease (UpdateItem) to wait out a refresh in progress,
   // decrypt for the revoke call (Close sends client credentials), deleteConnection, event.
+  // confirm: take the pending result (DeleteItem), then as the callback: bind the account's id (GetItem,
+  // PutItem), store the grant (UpdateItem, GenerateDataKey), revoke a replaced or refused grant (Decrypt).
   connections: {
-    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+    table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
     queries: [OWNER_INDEX],
-    tokenKey: ['kms:Decrypt'],
+    tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
     clientSecrets: true,
     events: true,
   },
@@ -67,8 +69,10 @@ export const functionAccess: Readonly<Record<FunctionName, FunctionAccess>> = {
     events: true,
   },
   // findDueConnections (byDueTime query), then refreshConnection for each as token-fetch.
+  // Also discards unconfirmed connect results: finds them on the due index, takes them (DeleteItem),
+  // decrypts and revokes their grants.
   'refresh-scheduled': {
-    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
     queries: [DUE_INDEX],
     tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
     clientSecrets: true,

@@ -8,7 +8,7 @@ import type { RequestLimits, RetryPolicy } from './domain/crm-errors.ts';
 import type { EventPublisher } from './domain/events.ts';
 import type { CountMetric, DurationMetric } from './domain/metric-names.ts';
 import type { Account, ProviderDefinition, ProviderId, TokenResponse } from './domain/providers.ts';
-import type { ConnectionRecord, SessionRecord, StateRecord } from './domain/records.ts';
+import type { ConnectionRecord, PendingRecord, SessionRecord, StateRecord } from './domain/records.ts';
 
 export type { EventPublisher } from './domain/events.ts';
 
@@ -68,6 +68,11 @@ export interface ConnectionStore {
   releaseRefreshLease(connectionId: string, owner: string): Promise<void>;
   listConnections(ownerId: string): Promise<ConnectionRecord[]>;
   deleteConnection(connectionId: string): Promise<ConnectionRecord | undefined>;
+  putPending(pending: PendingRecord): Promise<void>;
+  /** Deletes and returns a pending result: if unexpired at `unexpiredAt`, or (undefined) whatever its age. */
+  takePending(confirmationHash: string, unexpiredAt?: number): Promise<PendingRecord | undefined>;
+  /** Confirmation hashes of pending results expired by `nowSeconds`. */
+  findExpiredPending(nowSeconds: number, limit: number): Promise<string[]>;
   /** Ids of connections due at `nowSeconds`, at most `limit`; `itemsRead` grows with the number due. */
   findDueConnections(
     nowSeconds: number,

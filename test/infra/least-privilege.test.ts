@@ -97,14 +97,15 @@ const expected: Record<FunctionName, Statement[]> = {
     publishEvents,
   ],
   // list (Query byOwner), get (GetItem), delete: the refresh lease (UpdateItem) to wait out a refresh in
-  // progress, decrypt for the CRM revoke (Close sends client credentials), deleteConnection (DeleteItem),
-  // connection.deleted. Never writes tokens.
+  // progress, decrypt for the CRM revoke, deleteConnection (DeleteItem), connection.deleted; confirm: take
+  // the pending result (DeleteItem), bind the account's id (PutItem), store the grant (UpdateItem,
+  // GenerateDataKey).
   connections: [
     ownLogs('connections'),
-    tableItems('DeleteItem', 'GetItem', 'UpdateItem'),
+    tableItems('DeleteItem', 'GetItem', 'PutItem', 'UpdateItem'),
     indexQuery('byOwner'),
     tableAtRest,
-    tokenEnvelopes('Decrypt'),
+    tokenEnvelopes('Decrypt', 'GenerateDataKey'),
     clientSecrets,
     publishEvents,
   ],
@@ -121,7 +122,7 @@ const expected: Record<FunctionName, Statement[]> = {
   // asynchronous runs go to the dead-letter queue.
   'refresh-scheduled': [
     ownLogs('refresh-scheduled'),
-    tableItems('GetItem', 'UpdateItem'),
+    tableItems('DeleteItem', 'GetItem', 'UpdateItem'),
     indexQuery('byDueTime'),
     tableAtRest,
     tokenEnvelopes('Decrypt', 'GenerateDataKey'),

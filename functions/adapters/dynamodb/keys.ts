@@ -16,6 +16,11 @@ export const keys = {
   }),
   ownerPk: (ownerId: string) => `OWNER#${ownerId}`,
   duePk: (shard: number) => `DUE#${shard}`,
+  pending: (confirmationHash: string) => ({ pk: `PENDING#${confirmationHash}`, sk: 'PENDING' }),
+  /** The due index's partition of pending results, by their expiry: the sweeper reads only expired ones. */
+  pendingDuePk: 'DUE#pending',
+  confirmationHashOf: (pk: string | undefined): string | undefined =>
+    pk?.startsWith('PENDING#') ? pk.slice('PENDING#'.length) : undefined,
   connectionPrefix: 'CONN#',
   /** The connection id of a connection item's `pk`, or undefined for any other item. */
   connectionIdOf: (pk: string | undefined): string | undefined =>

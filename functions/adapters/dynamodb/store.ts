@@ -17,7 +17,12 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { ProviderId } from '../../core/domain/providers.ts';
-import type { ConnectionRecord, SessionRecord, StateRecord } from '../../core/domain/records.ts';
+import type {
+  ConnectionRecord,
+  PendingRecord,
+  SessionRecord,
+  StateRecord,
+} from '../../core/domain/records.ts';
 
 export type {
   ConnectionRecord,
@@ -131,6 +136,77 @@ export class Store {
       await readShard(shard, limit - ids.length);
     }
     return { ids: ids.slice(0, limit), itemsRead, more: cursors.size > 0 || ids.length > limit };
+  }
+
+  /** Stores a pending connect result; it is due (for the sweeper) when it expires. */
+  async putPending(pending: PendingRecord): Promise<void> {
+    await this.db.send(
+      new PutItemCommand({
+        TableName: this.tableName,
+        Item: marshall(
+          {
+            ...keys.pending(pending.confirmationHash),
+            ...pending,
+            duePk: keys.pendingDuePk,
+            dueAt: Math.ceil(pending.expiresAt / 1000),
+            [TTL_ATTRIBUTE]: epochSeconds(pending.expiresAt) + 86_400,
+          },
+          { removeUndefinedValues: true },
+        ),
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
+  }
+
+  /**
+   * Takes a pending result out of the table (one conditional delete): with `unexpiredAt`, only
+   * if it has not expired then (confirm); without, whatever its age (the sweeper).
+   */
+  async takePending(confirmationHash: string, unexpiredAt?: number): Promise<PendingRecord | undefined> {
+    try {
+      const out = await this.db.send(
+        new DeleteItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.pending(confirmationHash)),
+          ConditionExpression:
+            unexpiredAt === undefined ? 'attribute_exists(pk)' : 'attribute_exists(pk) AND expiresAt > :now',
+          ...(unexpiredAt === undefined
+            ? {}
+            : { ExpressionAttributeValues: marshall({ ':now': unexpiredAt }) }),
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      if (!out.Attributes) return undefined;
+      const {
+        pk: _p,
+        sk: _s,
+        duePk: _d,
+        dueAt: _a,
+        [TTL_ATTRIBUTE]: _t,
+        ...rest
+      } = unmarshall(out.Attributes);
+      return rest as PendingRecord;
+    } catch (err) {
+      if (isConditionFailure(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Confirmation hashes of pending results expired by `nowSeconds`, from the due index (never a Scan). */
+  async findExpiredPending(nowSeconds: number, limit: number): Promise<string[]> {
+    const out = await this.db.send(
+      new QueryCommand({
+        TableName: this.tableName,
+        IndexName: DUE_INDEX,
+        KeyConditionExpression: 'duePk = :pk AND dueAt <= :now',
+        ExpressionAttributeValues: { ':pk': { S: keys.pendingDuePk }, ':now': { N: String(nowSeconds) } },
+        Limit: limit,
+      }),
+    );
+    return (out.Items ?? []).flatMap((item) => {
+      const hash = keys.confirmationHashOf(item.pk?.S);
+      return hash ? [hash] : [];
+    });
   }
 
   /** Every connection, by Scan: for the local demo page only, never on a Lambda path. */

@@ -2,6 +2,7 @@
 import type { Config } from './config.ts';
 import { InvalidRequest } from '../../core/domain/errors.ts';
 import { integerIn } from '../../core/domain/numbers.ts';
+import { isRandomToken } from '../../core/domain/secrets.ts';
 import { type ProviderId, isProviderId } from '../../core/domain/providers.ts';
 
 export type Payload = Record<string, unknown>;
@@ -32,6 +33,13 @@ export function ownerId(value: unknown): string {
   if (typeof value !== 'string' || !/^[\x21-\x7e]{1,256}$/.test(value)) {
     throw new InvalidRequest('ownerId must be 1-256 visible ASCII characters');
   }
+  return value;
+}
+
+/** A confirmation code from a pending connect's redirect: 32 random bytes, base64url. */
+export function confirmation(value: unknown): string {
+  if (!isRandomToken(value))
+    throw new InvalidRequest('confirmation must be the code from the pending redirect');
   return value;
 }
 

@@ -10,6 +10,8 @@ export interface SessionRecord {
   ownerId: string;
   provider: ProviderId;
   returnTo?: string;
+  /** The callback stores the result as pending until the app confirms who connected. */
+  requireConfirmation?: boolean;
   /** Epoch ms. */
   expiresAt: number;
 }
@@ -20,6 +22,7 @@ export interface StateRecord {
   provider: ProviderId;
   ownerId: string;
   returnTo?: string;
+  requireConfirmation?: boolean;
   /** SHA-256 of the browser-binding cookie value. */
   cookieHash: string;
   /**
@@ -63,4 +66,23 @@ export interface ConnectionRecord {
   refreshFailures: number;
   /** Epoch seconds when the scheduler should next visit; absent when it never should (off the schedule). */
   dueAt?: number;
+}
+
+/**
+ * A finished connect flow waiting for the app to confirm who connected
+ * (`connections confirm`): stored under the hash of its one-time code, its
+ * tokens encrypted like a connection's, never readable by `token-fetch`.
+ */
+export interface PendingRecord {
+  confirmationHash: string;
+  ownerId: string;
+  provider: ProviderId;
+  account: Account;
+  /** Envelope-encrypted token set, under `pendingTokenContext`. */
+  tokens: string;
+  /** `expires_in` of the token response and when it was received (epoch ms), if the token expires. */
+  expiresIn?: number;
+  receivedAt: number;
+  /** Epoch ms after which the result is discarded and its grant revoked. */
+  expiresAt: number;
 }

@@ -52,3 +52,6 @@ export const ANSWER_MARGIN_MS = 2_000;
 /** Epoch ms by which a function must be done: its remaining time less the answer margin. */
 export const functionDeadline = (now: number, remainingMs: number | undefined): number | undefined =>
   remainingMs === undefined ? undefined : now + remainingMs - ANSWER_MARGIN_MS;
+
+/** How long a connect result waits for the app's confirmation before it is discarded and revoked. */
+export const PENDING_TTL_MS = 10 * 60_000;

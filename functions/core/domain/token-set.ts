@@ -3,6 +3,7 @@
  * and how a token response's lifetime becomes an expiry. No I/O here, so infra
  * and the store can read it without pulling in the rest of the broker.
  */
+import type { ProviderId } from './providers.ts';
 import type { ConnectionRecord } from './records.ts';
 
 /** Encryption context (and GCM associated data) of a connection's tokens; nothing secret in it. */
@@ -12,6 +13,14 @@ export const tokenContext = (c: Pick<ConnectionRecord, 'connectionId' | 'ownerId
   ownerId: c.ownerId,
   provider: c.provider,
 });
+
+/** Encryption context of a pending result's tokens: the same shape, a connection id no connection has. */
+export const pendingTokenContext = (p: { confirmationHash: string; ownerId: string; provider: ProviderId }) =>
+  tokenContext({
+    connectionId: `pending_${p.confirmationHash.slice(0, 32)}`,
+    ownerId: p.ownerId,
+    provider: p.provider,
+  });
 
 /** What is encrypted: the token set, never stored anywhere in plaintext. */
 export interface StoredTokens {

@@ -33,6 +33,7 @@ export async function beginAuthorization(
     provider,
     ownerId: record.ownerId,
     ...(record.returnTo ? { returnTo: record.returnTo } : {}),
+    ...(record.requireConfirmation ? { requireConfirmation: true } : {}),
     cookieHash: sha256Hex(cookieValue),
     ...(codeVerifier ? { codeVerifier } : {}),
     expiresAt: now + deps.config.stateTtlSeconds * 1000,

@@ -13,8 +13,9 @@ import { errorFields } from '../domain/error-fields.ts';
 import { FlowError, ProviderUnavailable } from '../domain/errors.ts';
 import type { Account, ProviderDefinition, ProviderId, TokenResponse } from '../domain/providers.ts';
 import type { ConnectionRecord, StateRecord } from '../domain/records.ts';
-import { isRandomToken, safeEqual, sha256Hex } from '../domain/secrets.ts';
-import { type StoredTokens, tokenContext, tokenExpiry } from '../domain/token-set.ts';
+import { isRandomToken, randomToken, safeEqual, sha256Hex } from '../domain/secrets.ts';
+import { type StoredTokens, pendingTokenContext, tokenContext, tokenExpiry } from '../domain/token-set.ts';
+import { PENDING_TTL_MS } from '../domain/timeline.ts';
 import type { Deps } from '../ports.ts';
 import { revokeGrant, revokeStoredGrant } from './revoke-grant.ts';
 
@@ -27,12 +28,16 @@ export interface CallbackParams {
   iss?: string;
 }
 
-export interface CallbackOutcome {
-  connection: ConnectionRecord;
-  created: boolean;
-  returnTo?: string;
-  providerName: string;
-}
+export type CallbackOutcome =
+  | {
+      kind: 'connected';
+      connection: ConnectionRecord;
+      created: boolean;
+      returnTo?: string;
+      providerName: string;
+    }
+  /** Stored as pending until the app confirms who connected; `confirmation` is its one-time code. */
+  | { kind: 'pending'; confirmation: string; returnTo: string; providerName: string };
 
 const CODE_SHAPE = /^[\x21-\x7e]{1,2048}$/;
 const ERROR_SHAPE = /^[\x20-\x7e]{1,128}$/;
@@ -53,17 +58,15 @@ export async function completeAuthorization(
     if (answer.refused) refusedAtTheCrm(answer.refused, params.error_description, returnTo);
     const token = await exchangeCode(deps, definition, answer.code as string, state);
     const account = await identifyAccount(deps, definition, token, returnTo);
-    const ids = {
-      connectionId: await connectionIdForAccount(deps, state.ownerId, provider, account.id),
-      ownerId: state.ownerId,
-      provider,
-    };
-    const { connection, replaced } = await storeNewGrant(deps, ids, account, token);
-    if (replaced) await revokeReplacedGrant(deps, replaced, token);
-    await announce(deps, connection, replaced === undefined);
+    if (state.requireConfirmation && returnTo) {
+      const confirmation = await storePending(deps, state, account, token);
+      return { kind: 'pending', confirmation, returnTo, providerName: definition.displayName };
+    }
+    const { connection, created } = await connectAccount(deps, state.ownerId, provider, account, token);
     return {
+      kind: 'connected',
       connection,
-      created: replaced === undefined,
+      created,
       providerName: definition.displayName,
       ...(returnTo ? { returnTo } : {}),
     };
@@ -191,6 +194,61 @@ async function identifyAccount(
       cause: err,
     });
   }
+}
+
+/**
+ * Stores the account's new grant as its connection (a reconnect keeps the id),
+ * revokes the grant it replaced, and announces it. Also the last step of
+ * `connections confirm`.
+ */
+export async function connectAccount(
+  deps: Deps,
+  ownerId: string,
+  provider: ProviderId,
+  account: Account,
+  token: TokenResponse,
+): Promise<{ connection: ConnectionRecord; created: boolean }> {
+  const ids = {
+    connectionId: await connectionIdForAccount(deps, ownerId, provider, account.id),
+    ownerId,
+    provider,
+  };
+  const { connection, replaced } = await storeNewGrant(deps, ids, account, token);
+  if (replaced) await revokeReplacedGrant(deps, replaced, token);
+  await announce(deps, connection, replaced === undefined);
+  return { connection, created: replaced === undefined };
+}
+
+/**
+ * Keeps a result the app must confirm (`requireConfirmation`): its tokens
+ * encrypted like a connection's, under the hash of a one-time code that goes
+ * back to the app on `returnTo`; unconfirmed, it is discarded and its grant
+ * revoked after `PENDING_TTL_MS`.
+ */
+async function storePending(
+  deps: Deps,
+  state: StateRecord,
+  account: Account,
+  token: TokenResponse,
+): Promise<string> {
+  const confirmation = randomToken();
+  const confirmationHash = sha256Hex(confirmation);
+  const tokens: StoredTokens = {
+    accessToken: token.access_token,
+    ...(token.refresh_token ? { refreshToken: token.refresh_token } : {}),
+  };
+  const ids = { confirmationHash, ownerId: state.ownerId, provider: state.provider };
+  const now = deps.now();
+  await deps.store.putPending({
+    ...ids,
+    account,
+    tokens: await deps.envelope.encrypt(JSON.stringify(tokens), pendingTokenContext(ids)),
+    ...(token.expires_in !== undefined ? { expiresIn: token.expires_in } : {}),
+    receivedAt: now,
+    expiresAt: now + PENDING_TTL_MS,
+  });
+  deps.logger.info('connection pending confirmation', { provider: state.provider });
+  return confirmation;
 }
 
 /**

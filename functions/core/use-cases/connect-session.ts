@@ -6,7 +6,7 @@ import type { Deps } from '../ports.ts';
 /** A single-use connect link for `ownerId`, expiring within the session TTL; only its hash is stored. */
 export async function createConnectSession(
   deps: Pick<Deps, 'config' | 'store' | 'now'>,
-  input: { ownerId: string; provider: ProviderId; returnTo?: string },
+  input: { ownerId: string; provider: ProviderId; returnTo?: string; requireConfirmation?: boolean },
 ): Promise<{ connectUrl: string; expiresAt: string }> {
   const session = randomToken();
   const expiresAt = deps.now() + deps.config.connectSessionTtlSeconds * 1000;

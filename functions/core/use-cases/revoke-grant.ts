@@ -10,7 +10,7 @@ import type { Deps } from '../ports.ts';
 import { errorFields } from '../domain/error-fields.ts';
 import type { ConnectionRecord } from '../domain/records.ts';
 
-export type RevokeReason = 'deleted' | 'reconnected' | 'superseded_result' | 'deleted_result';
+export type RevokeReason = 'deleted' | 'reconnected' | 'superseded_result' | 'deleted_result' | 'unconfirmed';
 
 /** The grant behind `tokens`, revoked with the token its CRM's revoke endpoint takes. */
 export async function revokeGrant(

@@ -8,6 +8,7 @@
 import { NeedsReauth } from '../domain/errors.ts';
 import type { Deps } from '../ports.ts';
 import { errorFields } from '../domain/error-fields.ts';
+import { discardUnconfirmed } from './confirm-connection.ts';
 import { RefreshInProgress, refreshConnection } from './refresh-connection.ts';
 import type { ConnectionRecord } from '../domain/records.ts';
 
@@ -33,6 +34,8 @@ export interface ScheduledRunSummary {
   itemsRead: number;
   /** Due connections left for the next run (budget or limit reached). */
   deferred: number;
+  /** Connect results nobody confirmed in time: discarded, their grants revoked. */
+  unconfirmedDiscarded: number;
 }
 
 export async function runScheduledRefresh(
@@ -53,6 +56,7 @@ export async function runScheduledRefresh(
     skipped: 0,
     itemsRead,
     deferred: more ? 1 : 0,
+    unconfirmedDiscarded: 0,
   };
   // Shuffled, so a CRM sees the work spread out, not in index order.
   const queue = shuffled(ids);
@@ -72,6 +76,7 @@ export async function runScheduledRefresh(
     }
   };
   await Promise.all(Array.from({ length: Math.min(options.concurrency ?? 10, ids.length) }, worker));
+  summary.unconfirmedDiscarded = await discardUnconfirmed(deps);
   report(deps, summary);
   return summary;
 }
