@@ -50,15 +50,19 @@ async function renderHome(h: HomeDeps, url: URL) {
   const banner =
     status === 'connected'
       ? markup`<p class="ok" role="status">Connected: <code>${url.searchParams.get('connection_id') ?? ''}</code></p>`
-      : status === 'error'
-        ? markup`<p class="err" role="alert">The connection failed: the CRM or the broker refused it. Error code: <code>${url.searchParams.get('error') ?? 'unknown'}</code></p>`
-        : '';
+      : status === 'pending'
+        ? markup`<div class="pending" role="status"><p>The CRM account is linked, <strong>pending confirmation</strong>: your app's backend confirms who is signed in (<code>connections confirm</code>), so a link finished in someone else's browser is refused.</p>
+<form method="post" action="/demo/confirm"><input type="hidden" name="confirmation" value="${url.searchParams.get('confirmation') ?? ''}"><button type="submit">Confirm as ${DEMO_OWNER}</button></form>
+<form method="post" action="/demo/confirm"><input type="hidden" name="confirmation" value="${url.searchParams.get('confirmation') ?? ''}"><input type="hidden" name="ownerId" value="someone-else"><button type="submit">Confirm as someone-else</button></form></div>`
+        : status === 'error'
+          ? markup`<p class="err" role="alert">The connection failed: the CRM or the broker refused it. Error code: <code>${url.searchParams.get('error') ?? 'unknown'}</code></p>`
+          : '';
   const notice = url.searchParams.get('notice');
   const buttons = (['copper', 'capsule', 'close'] as const)
     .filter((p) => h.deps.config.clients[p])
     .map(
       (p) =>
-        markup`<form method="post" action="/demo/connect"><input type="hidden" name="provider" value="${p}"><button type="submit">Connect ${h.deps.config.providers[p].displayName}</button>${h.sandboxProviders.includes(p) && markup` <small>(sandbox)</small>`}</form>`,
+        markup`<form method="post" action="/demo/connect"><input type="hidden" name="provider" value="${p}"><button type="submit">Connect ${h.deps.config.providers[p].displayName}</button> <label><input type="checkbox" name="requireConfirmation" value="true"> with confirmation</label>${h.sandboxProviders.includes(p) && markup` <small>(sandbox)</small>`}</form>`,
     );
   const rows = connections.map(
     (c) => markup`<tr data-connection-id="${c.connectionId}" data-provider="${c.provider}">
@@ -131,8 +135,17 @@ export function homeRoutes(h: HomeDeps) {
           ownerId: DEMO_OWNER,
           provider,
           returnTo: `${h.baseUrl}/`,
+          ...(form.get('requireConfirmation') === 'true' ? { requireConfirmation: true } : {}),
         })) as { connectUrl: string };
         seeOther(res, session.connectUrl);
+      } else if (url.pathname === '/demo/confirm') {
+        // What an app's backend does once the browser is back: confirm as the user signed in there.
+        const confirmed = (await h.invoke('connections', {
+          action: 'confirm',
+          confirmation: form.get('confirmation'),
+          ownerId: form.get('ownerId') ?? DEMO_OWNER,
+        })) as { connectionId: string };
+        seeOther(res, `/?status=connected&connection_id=${encodeURIComponent(confirmed.connectionId)}`);
       } else if (url.pathname === '/demo/refresh') {
         const out = (await h.invoke('refresh', { connectionId: form.get('connectionId') })) as {
           expiresAt: string;

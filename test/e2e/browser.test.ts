@@ -348,4 +348,49 @@ describe('managing a connection from /', () => {
     expect(get).toMatchObject({ ok: false, errorType: 'ConnectionNotFound' });
     await screenshot(page, 'home-deleted');
   });
+
+  it('connects with confirmation: pending on /, then "Confirm as demo-owner" makes it active', async () => {
+    const page = await newPage();
+    await page.goto(`${base}/`);
+    const closeForm = page.locator('form', {
+      has: page.getByRole('button', { name: 'Connect Close', exact: true }),
+    });
+    await closeForm.getByRole('checkbox', { name: 'with confirmation' }).check();
+    await closeForm.getByRole('button', { name: 'Connect Close', exact: true }).click();
+    await page.getByRole('heading', { name: `Authorize ${crms.close.client.appName}` }).waitFor();
+    await page.getByRole('radio', { name: ACME?.name }).check();
+    const storedBefore = (await storedConnections(broker)).length;
+
+    const pending = await decide(page, 'Allow');
+    expect(pending.searchParams.get('status')).toBe('pending');
+    expect(pending.searchParams.has('connection_id')).toBe(false);
+    expect(await page.getByRole('status').filter({ hasText: 'pending confirmation' }).count()).toBe(1);
+    expect(await storedConnections(broker)).toHaveLength(storedBefore);
+    await screenshot(page, 'home-pending-confirmation');
+
+    await page.getByRole('button', { name: 'Confirm as demo-owner', exact: true }).click();
+    await page.waitForURL((u) => u.searchParams.get('status') === 'connected');
+    const { connectionId } = await expectConnected(page, new URL(page.url()), CLOSE);
+    const got = await broker.invoke('connections', { action: 'get', connectionId, ownerId: 'demo-owner' });
+    expect(got).toMatchObject({ ok: true, value: { status: 'active' } });
+  });
+
+  it('a pending connection confirmed as someone else is refused and discarded', async () => {
+    const page = await newPage();
+    await page.goto(`${base}/`);
+    const closeForm = page.locator('form', {
+      has: page.getByRole('button', { name: 'Connect Close', exact: true }),
+    });
+    await closeForm.getByRole('checkbox', { name: 'with confirmation' }).check();
+    await closeForm.getByRole('button', { name: 'Connect Close', exact: true }).click();
+    await page.getByRole('radio', { name: GLOBEX?.name }).check();
+    const storedBefore = (await storedConnections(broker)).length;
+    await decide(page, 'Allow');
+
+    await page.getByRole('button', { name: 'Confirm as someone-else', exact: true }).click();
+    await page.waitForURL((u) => u.searchParams.get('notice')?.startsWith('Failed') ?? false);
+    expect(await page.getByRole('status').filter({ hasText: 'ConnectionNotFound' }).count()).toBe(1);
+    expect(await storedConnections(broker)).toHaveLength(storedBefore);
+    expect((await broker.scan()).filter((i) => String(i.pk).startsWith('PENDING#'))).toEqual([]);
+  });
 });
