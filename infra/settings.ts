@@ -13,6 +13,11 @@ export interface CustomDomain {
   readonly certificateArn: string;
 }
 
+export interface AccessTrail {
+  /** Days the trail's log files are kept in its bucket before they expire. */
+  readonly retentionDays: number;
+}
+
 export interface BrokerSettings {
   /** Names everything: stacks `<prefix>-stateful`/`-stateless`, functions `<prefix>-<name>`, role path `/<prefix>/`. */
   readonly prefix: string;
@@ -34,6 +39,11 @@ export interface BrokerSettings {
   readonly needsReauthAlarmThreshold: number;
   /** An existing SNS topic every alarm notifies; unset leaves alarms without actions. */
   readonly alarmTopicArn: string | undefined;
+  /**
+   * A CloudTrail trail of who invoked token-fetch (Lambda data events, to an S3
+   * bucket in the stateful stack); unset (the default) means no trail.
+   */
+  readonly tokenFetchAccessTrail: AccessTrail | undefined;
 }
 
 export type ContextReader = (key: string) => unknown;
@@ -65,6 +75,15 @@ function integer(read: ContextReader, key: string, fallback: number, min: number
   const n = integerIn(typeof value === 'string' ? value.trim() : value, min, max, true);
   if (n === undefined) throw new SettingsError(`context ${key} must be an integer from ${min} to ${max}`);
   return n;
+}
+
+/** `true`/`false`, as JSON in cdk.json or as text from `-c key=value`. */
+function flag(read: ContextReader, key: string, fallback: boolean): boolean {
+  const value = read(key);
+  if (value === undefined || value === null || value === '') return fallback;
+  if (typeof value === 'boolean') return value;
+  if (typeof value === 'string' && /^(true|false)$/.test(value.trim())) return value.trim() === 'true';
+  throw new SettingsError(`context ${key} must be true or false`);
 }
 
 export function readSettings(read: ContextReader): BrokerSettings {
@@ -125,6 +144,8 @@ export function readSettings(read: ContextReader): BrokerSettings {
     throw new SettingsError('context alarmTopicArn must be an SNS topic ARN');
   }
   const refreshLead = read('refreshLeadSeconds');
+  // Checked even while the trail is off, so a bad value fails before the day it is switched on.
+  const accessTrailRetentionDays = integer(read, 'tokenFetchAccessTrailRetentionDays', 365, 1, 3653);
 
   return {
     prefix,
@@ -141,5 +162,8 @@ export function readSettings(read: ContextReader): BrokerSettings {
     serviceRouteRateLimit: integer(read, 'serviceRouteRateLimit', 50, 1, 10_000),
     needsReauthAlarmThreshold: integer(read, 'needsReauthAlarmThreshold', 10, 1, 100_000),
     alarmTopicArn,
+    tokenFetchAccessTrail: flag(read, 'tokenFetchAccessTrail', false)
+      ? { retentionDays: accessTrailRetentionDays }
+      : undefined,
   };
 }

@@ -1,8 +1,10 @@
 /**
  * What must outlive any deployment of the code: the table, the key that
  * encrypts its tokens, the CRM client secrets and the event bus other services
- * subscribe to. Everything here is retained when the stack is deleted, and the
- * stateless stack can be destroyed and redeployed without touching it.
+ * subscribe to, and, when switched on, the access trail of token-fetch with its
+ * bucket. Everything that holds data here is retained when the stack is
+ * deleted, and the stateless stack can be destroyed and redeployed without
+ * touching it.
  */
 import { Aws, CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Validations } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
@@ -11,9 +13,10 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
-import { providerIds } from '../manifest/functions.ts';
+import { type FunctionName, providerIds } from '../manifest/functions.ts';
 import { TTL_ATTRIBUTE, tableDefinition } from '../manifest/table.ts';
 import { TOKEN_CONTEXT_KEYS, TOKEN_PURPOSE } from '../manifest/access.ts';
+import { FunctionAccessTrail } from './access-trail.ts';
 import type { BrokerSettings } from './settings.ts';
 
 export interface StatefulStackProps extends StackProps {
@@ -22,6 +25,9 @@ export interface StatefulStackProps extends StackProps {
 
 /** IAM path of every broker function role: the key policy admits only roles under it. */
 export const rolePathFor = (prefix: string): string => `/${prefix}/`;
+
+/** Physical name of a broker function: the stateless stack names them so, the access trail finds token-fetch by it. */
+export const functionNameFor = (prefix: string, name: FunctionName): string => `${prefix}-${name}`;
 
 /** Key administration without the power to use the key: no Encrypt, Decrypt, GenerateDataKey or CreateGrant. */
 const KEY_ADMIN_ACTIONS = [
@@ -54,6 +60,8 @@ export class StatefulStack extends Stack {
   readonly tokenKey: kms.Key;
   readonly clientSecrets: secretsmanager.Secret;
   readonly eventBus: events.EventBus;
+  /** Who invoked token-fetch, when `tokenFetchAccessTrail` is on. */
+  readonly tokenFetchAccessTrail: FunctionAccessTrail | undefined;
 
   constructor(scope: Construct, id: string, props: StatefulStackProps) {
     super(scope, id, props);
@@ -196,6 +204,17 @@ export class StatefulStack extends Stack {
     });
     this.eventBus.applyRemovalPolicy(RemovalPolicy.RETAIN);
 
+    // Here rather than next to the function: the records are audit data, which must survive
+    // `cdk destroy Stateless` and every redeploy of the code, like the table and the key.
+    const trailSettings = props.settings.tokenFetchAccessTrail;
+    this.tokenFetchAccessTrail = trailSettings
+      ? new FunctionAccessTrail(this, 'TokenFetchAccessTrail', {
+          trailName: `${prefix}-token-fetch-access`,
+          functionName: functionNameFor(prefix, 'token-fetch'),
+          retentionDays: trailSettings.retentionDays,
+        })
+      : undefined;
+
     new CfnOutput(this, 'TableName', { value: this.table.tableName });
     new CfnOutput(this, 'TokenKeyArn', { value: this.tokenKey.keyArn });
     new CfnOutput(this, 'ClientSecretsArn', {
@@ -204,5 +223,12 @@ export class StatefulStack extends Stack {
     });
     new CfnOutput(this, 'EventBusName', { value: this.eventBus.eventBusName });
     new CfnOutput(this, 'EventBusArn', { value: this.eventBus.eventBusArn });
+    if (this.tokenFetchAccessTrail) {
+      new CfnOutput(this, 'TokenFetchAccessTrailBucketName', {
+        value: this.tokenFetchAccessTrail.bucket.bucketName,
+        description:
+          'Who invoked token-fetch: CloudTrail log files under AWSLogs/ (README.md, "Deploy to AWS")',
+      });
+    }
   }
 }

@@ -26,7 +26,7 @@ import { functionAccess } from '../manifest/access.ts';
 import { BrokerFunction } from './broker-function.ts';
 import { Observability } from './observability.ts';
 import type { BrokerSettings } from './settings.ts';
-import { rolePathFor } from './stateful-stack.ts';
+import { functionNameFor, rolePathFor } from './stateful-stack.ts';
 
 export interface StatelessStackProps extends StackProps {
   readonly settings: BrokerSettings;
@@ -115,7 +115,7 @@ export class StatelessStack extends Stack {
     for (const name of functionNames) {
       const fn = new BrokerFunction(this, pascal(name), {
         name,
-        functionName: `${prefix}-${name}`,
+        functionName: functionNameFor(prefix, name),
         rolePath: rolePathFor(prefix),
         logRetentionDays: settings.logRetentionDays,
         environment,

@@ -9,36 +9,19 @@ import { join } from 'node:path';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createBrokerApp } from '../../infra/broker-app.ts';
-import { type Assembly, type Json, TEST_SETTINGS, cdkJsonContext, loadAssembly, ofType } from './support.ts';
+import {
+  type Assembly,
+  TEST_SETTINGS,
+  acknowledgements,
+  cdkJsonContext,
+  loadAssembly,
+  ofType,
+} from './support.ts';
 
 let assembly: Assembly;
 beforeAll(() => {
   assembly = loadAssembly(inject('assemblyDir'));
 });
-
-interface Acknowledged {
-  type: string;
-  what: unknown;
-  id: string;
-  reason: string;
-}
-
-function acknowledgements(template: Json): Acknowledged[] {
-  return Object.values(
-    template.Resources as Record<string, { Type: string; Properties?: Json; Metadata?: Json }>,
-  )
-    .filter((r) => r.Metadata?.cdk_nag)
-    .flatMap((r) =>
-      (r.Metadata?.cdk_nag as { rules_to_suppress: { id: string; reason: string }[] }).rules_to_suppress.map(
-        (s) => ({
-          type: r.Type,
-          what: r.Properties?.RouteKey ?? null,
-          id: s.id,
-          reason: s.reason,
-        }),
-      ),
-    );
-}
 
 describe('cdk-nag', () => {
   it('acknowledges only the expected findings, each on its resource', () => {

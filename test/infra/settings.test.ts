@@ -18,7 +18,19 @@ describe('deployment settings', () => {
       serviceRouteRateLimit: 50,
       needsReauthAlarmThreshold: 10,
       alarmTopicArn: undefined,
+      tokenFetchAccessTrail: undefined,
     });
+  });
+
+  it('switches the token-fetch access trail on from cdk.json (true) or -c (text), keeping a year by default', () => {
+    expect(read({ tokenFetchAccessTrail: true }).tokenFetchAccessTrail).toEqual({ retentionDays: 365 });
+    expect(read({ tokenFetchAccessTrail: 'true' }).tokenFetchAccessTrail).toEqual({ retentionDays: 365 });
+    expect(
+      read({ tokenFetchAccessTrail: ' true ', tokenFetchAccessTrailRetentionDays: '90' })
+        .tokenFetchAccessTrail,
+    ).toEqual({ retentionDays: 90 });
+    expect(read({ tokenFetchAccessTrail: false }).tokenFetchAccessTrail).toBeUndefined();
+    expect(read({ tokenFetchAccessTrail: 'false' }).tokenFetchAccessTrail).toBeUndefined();
   });
 
   it('reads client ids per CRM and origins as a list or comma-separated text', () => {
@@ -70,6 +82,11 @@ describe('deployment settings', () => {
     [{ alarmTopicArn: 'ops-alarms' }, /SNS topic ARN/],
     [{ copperClientId: 'has space' }, /copperClientId/],
     [{ closeClientId: 42 }, /must be a string/],
+    [{ tokenFetchAccessTrail: 'yes' }, /tokenFetchAccessTrail must be true or false/],
+    [{ tokenFetchAccessTrail: 1 }, /tokenFetchAccessTrail must be true or false/],
+    [{ tokenFetchAccessTrail: true, tokenFetchAccessTrailRetentionDays: 0 }, /RetentionDays/],
+    // Checked while the trail is off too: a bad value fails before the day it is switched on.
+    [{ tokenFetchAccessTrailRetentionDays: 'a year' }, /tokenFetchAccessTrailRetentionDays/],
   ])('refuses %j', (context, message) => {
     expect(() => read(context)).toThrow(message);
   });

@@ -148,6 +148,30 @@ export function symbolize(
   return walk(value, template);
 }
 
+export interface Acknowledged {
+  type: string;
+  /** The route key of an API route; null for other resources. */
+  what: unknown;
+  id: string;
+  reason: string;
+}
+
+/** The cdk-nag findings acknowledged in a template (`writeSuppressionsToCloudFormation`), per resource. */
+export function acknowledgements(template: Json): Acknowledged[] {
+  return Object.values(resources(template))
+    .filter((r) => r.Metadata?.cdk_nag)
+    .flatMap((r) =>
+      (r.Metadata?.cdk_nag as { rules_to_suppress: { id: string; reason: string }[] }).rules_to_suppress.map(
+        (s) => ({
+          type: r.Type,
+          what: r.Properties?.RouteKey ?? null,
+          id: s.id,
+          reason: s.reason,
+        }),
+      ),
+    );
+}
+
 export interface Statement {
   Sid?: string;
   Effect: string;
