@@ -8,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { PENDING_TTL_MS } from '../../functions/core/domain/timeline.ts';
 import { Browser } from '../support/browser.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
+import { issued, redeems } from '../support/issued-grants.ts';
 import { returnToOf } from '../support/flows.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
 import { type OidcCrm, startOidcCrm } from '../support/oidc-crm.ts';
@@ -65,31 +66,6 @@ async function connectPending(ownerId: string): Promise<URL> {
   return new URL(done.url);
 }
 
-/** The tokens the CRM issued through the proxy since the last clear. */
-function issued() {
-  const bodies = proxy.answers
-    .filter((a) => a.path === '/oauth2/token/' && a.status === 200)
-    .map((a) => a.json as { access_token: string; refresh_token: string });
-  return {
-    accessTokens: bodies.map((b) => b.access_token),
-    refreshTokens: bodies.map((b) => b.refresh_token),
-  };
-}
-
-async function redeems(refreshToken: string): Promise<boolean> {
-  const res = await fetch(crm.env.CLOSE_TOKEN_URL as string, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({
-      grant_type: 'refresh_token',
-      refresh_token: refreshToken,
-      client_id: crm.env.CLOSE_CLIENT_ID as string,
-      client_secret: crm.env.CLOSE_CLIENT_SECRET as string,
-    }).toString(),
-  });
-  return res.status === 200;
-}
-
 const connectionsOf = async (ownerId: string) =>
   value(await broker.invoke('connections', { action: 'list', ownerId })).connections as {
     connectionId: string;
@@ -103,7 +79,7 @@ describe('connect confirmation (row 21)', () => {
     expect(final.searchParams.has('connection_id')).toBe(false);
     expect(await connectionsOf('owner-pending')).toEqual([]);
     // The pending tokens are encrypted like any others: no plaintext token in any item.
-    const { accessTokens } = issued();
+    const { accessTokens } = issued(proxy);
     expect(JSON.stringify(await broker.scan())).not.toContain(accessTokens[0] as string);
   });
 
@@ -137,9 +113,9 @@ describe('connect confirmation (row 21)', () => {
     expect(await connectionsOf('attacker')).toEqual([]);
     expect(await connectionsOf('victim')).toEqual([]);
     expect(crm.calls.revoke).toBe(1);
-    const { accessTokens, refreshTokens } = issued();
+    const { accessTokens, refreshTokens } = issued(proxy);
     expect(await crm.isValid(accessTokens[0] as string)).toBe(false);
-    expect(await redeems(refreshTokens[0] as string)).toBe(false);
+    expect(await redeems(crm, refreshTokens[0] as string)).toBe(false);
     // Discarded: not even the right owner can confirm it now.
     expect(
       await broker.invoke('connections', { action: 'confirm', confirmation, ownerId: 'attacker' }),
@@ -160,8 +136,8 @@ describe('connect confirmation (row 21)', () => {
     });
 
     expect(crm.calls.revoke).toBe(waiting);
-    const { refreshTokens } = issued();
-    expect(await redeems(refreshTokens[0] as string)).toBe(false);
+    const { refreshTokens } = issued(proxy);
+    expect(await redeems(crm, refreshTokens[0] as string)).toBe(false);
     expect(
       await broker.invoke('connections', { action: 'confirm', confirmation, ownerId: 'owner-forgets' }),
     ).toMatchObject({ ok: false, errorType: 'ConnectionNotFound' });

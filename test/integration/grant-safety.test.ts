@@ -16,6 +16,7 @@ import { runScheduledRefresh } from '../../functions/core/use-cases/scheduled-re
 import { AWS_CALL_MAX_MS, LEASE_MS } from '../../functions/core/domain/timeline.ts';
 import { Browser } from '../support/browser.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
+import { issued, redeems } from '../support/issued-grants.ts';
 import { returnToOf, startConnect } from '../support/flows.ts';
 import { makeDue } from '../support/items.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
@@ -73,38 +74,12 @@ const get = async (connectionId: string) =>
 const forceRefresh = (connectionId: string) =>
   broker.invoke('token-fetch', { connectionId, forceRefresh: true });
 
-/** Does this refresh token still redeem at the CRM (asked directly, not through the proxy)? */
-async function redeems(refreshToken: string): Promise<boolean> {
-  const res = await fetch(crm.env.CLOSE_TOKEN_URL as string, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({
-      grant_type: 'refresh_token',
-      refresh_token: refreshToken,
-      client_id: crm.env.CLOSE_CLIENT_ID as string,
-      client_secret: crm.env.CLOSE_CLIENT_SECRET as string,
-    }).toString(),
-  });
-  return res.status === 200;
-}
-
-/** Every access and refresh token the CRM issued through the proxy since the last `clear`. */
-function issued(): { accessTokens: string[]; refreshTokens: string[] } {
-  const bodies = proxy.answers
-    .filter((a) => a.path === '/oauth2/token/' && a.status === 200)
-    .map((a) => a.json as { access_token: string; refresh_token?: string });
-  return {
-    accessTokens: bodies.map((b) => b.access_token),
-    refreshTokens: bodies.flatMap((b) => (b.refresh_token ? [b.refresh_token] : [])),
-  };
-}
-
 /** No grant issued since the last `clear` is alive at the CRM: every access token dead, no refresh token redeems. */
 async function expectNothingLive() {
-  const { accessTokens, refreshTokens } = issued();
+  const { accessTokens, refreshTokens } = issued(proxy);
   expect(accessTokens.length).toBeGreaterThan(0);
   for (const token of accessTokens) expect(await crm.isValid(token)).toBe(false);
-  for (const token of refreshTokens) expect(await redeems(token)).toBe(false);
+  for (const token of refreshTokens) expect(await redeems(crm, token)).toBe(false);
 }
 
 describe('a refresh, once sent, runs to its end (row 18)', () => {
@@ -301,7 +276,7 @@ describe('delete and reconnect leave no grant alive at the CRM (row 20)', () => 
     const ownerId = `owner-${++owners}`;
     const connectionId = await connectClose(ownerId);
     const first = value(await broker.invoke('token-fetch', { connectionId }));
-    const firstIssued = issued();
+    const firstIssued = issued(proxy);
     expect(firstIssued.refreshTokens).toHaveLength(1);
 
     expect(await connectClose(ownerId)).toBe(connectionId);
@@ -310,7 +285,7 @@ describe('delete and reconnect leave no grant alive at the CRM (row 20)', () => 
     expect(second.accessToken).not.toBe(first.accessToken);
     expect(await crm.isValid(second.accessToken)).toBe(true);
     expect(await crm.isValid(first.accessToken)).toBe(false);
-    expect(await redeems(firstIssued.refreshTokens[0] as string)).toBe(false);
+    expect(await redeems(crm, firstIssued.refreshTokens[0] as string)).toBe(false);
     expect(crm.calls.revoke).toBe(1);
     // The connection's own grant is the live one: it refreshes.
     expect(await crm.isValid(value(await forceRefresh(connectionId)).accessToken)).toBe(true);
