@@ -1,8 +1,7 @@
 /**
- * `connections` (Lambda Invoke): `list` an owner's connections, `get` one, or
- * `delete` one (waiting for a refresh in progress, revoking the grant as it then
- * stands at the CRM where it has a revoke endpoint, then removing the stored
- * tokens). Never returns a token.
+ * `connections` (Lambda Invoke): `list` an owner's connections, `get` one,
+ * `delete` one (its grant revoked at the CRM), or `confirm` a pending connect
+ * for the signed-in owner. Never returns a token.
  */
 import type { Context } from 'aws-lambda';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
@@ -35,23 +34,9 @@ export const createHandler = (deps: BrokerDeps) =>
         const connectionId = v.connectionId(payload.connectionId);
         const owner = v.optionalOwnerId(payload.ownerId);
         const deadline = functionDeadline(deps.now(), context.getRemainingTimeInMillis?.());
-        const deleted = await audited(
-          deps,
-          'connections.delete',
-          { connectionId, ownerIdGiven: owner !== undefined },
-          () => deleteConnection(deps, connectionId, owner, deadline),
+        await audited(deps, 'connections.delete', { connectionId, ownerIdGiven: owner !== undefined }, () =>
+          deleteConnection(deps, connectionId, owner, deadline),
         );
-        await deps.events.publish({
-          type: 'connection.deleted',
-          detail: {
-            connectionId,
-            ownerId: deleted.ownerId,
-            provider: deleted.provider,
-            at: new Date(deps.now()).toISOString(),
-          },
-        });
-        deps.metrics.count('ConnectionsDeleted');
-        deps.logger.info('connection deleted', { connectionId, provider: deleted.provider });
         return { connectionId, deleted: true };
       }
       case 'confirm': {

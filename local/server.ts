@@ -32,10 +32,12 @@ import {
   matchRoutePath,
 } from '../manifest/functions.ts';
 import { startEmbeddedDynamo } from './embedded-store.ts';
+import { readBodyBytes } from './request-body.ts';
 import { ensureTable } from './ensure-table.ts';
 import { type AnyHandler, handlerFactories } from './functions.ts';
 import { homeRoutes } from './home.ts';
 import { httpApiEvent, lambdaContext, scheduledEvent } from './lambda-events.ts';
+import { demoActionRefusal, serviceRequestRefusal } from './loopback-guard.ts';
 import { type Sandbox, createSandbox } from './sandbox/index.ts';
 
 export interface LocalServerOptions {
@@ -85,23 +87,7 @@ const running = new AsyncLocalStorage<FunctionName>();
  */
 export const runningFunction = (): FunctionName | undefined => running.getStore();
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        reject(Object.assign(new Error('body too large'), { statusCode: 413 }));
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
+const readBody = (req: IncomingMessage): Promise<Buffer> => readBodyBytes(req, MAX_BODY_BYTES);
 
 function localMasterKey(dataDir: string | null): string {
   if (dataDir === null) return randomBytes(32).toString('base64');
@@ -230,6 +216,14 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
 
     const home = homeRoutes({ deps, events, invoke, sandboxProviders, baseUrl });
 
+    // The Invoke API and the IAM routes answer only loopback callers that no browser marks as another
+    // site (loopback-guard.ts); a refusal is logged with its fixed reason, never a header value.
+    const refusal = (req: IncomingMessage, what: string): string | undefined => {
+      const reason = serviceRequestRefusal(req, port);
+      if (reason) console.warn(`local server: refused ${what} (403): ${reason}`);
+      return reason;
+    };
+
     app = async (req, res) => {
       const url = new URL(req.url ?? '/', baseUrl);
       const method = req.method ?? 'GET';
@@ -238,6 +232,11 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
       // The Lambda Invoke API, as @aws-sdk/client-lambda speaks it.
       const invokeMatch = /^\/2015-03-31\/functions\/([^/]+)\/invocations$/.exec(url.pathname);
       if (invokeMatch && method === 'POST') {
+        const refused = refusal(req, 'a Lambda Invoke API request');
+        if (refused) {
+          lambdaError(res, 403, 'AccessDeniedException', refused);
+          return;
+        }
         // A name, a partial ARN or a full ARN, with an optional qualifier.
         const raw = decodeURIComponent(invokeMatch[1] as string);
         const name = (raw.includes(':function:') ? raw.split(':function:')[1] : raw)?.split(
@@ -281,6 +280,14 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
       for (const route of httpRoutes) {
         const params = matchRoutePath(route.path, url.pathname);
         if (!params || route.method !== method) continue;
+        // The browser routes (`NONE`) stay open to every site: CRMs send browsers there cross-site.
+        const refused =
+          route.authorization === 'IAM' ? refusal(req, `${route.method} ${route.path}`) : undefined;
+        if (refused) {
+          res.writeHead(403, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
+          res.end(JSON.stringify({ message: refused }));
+          return;
+        }
         const body = await readBody(req).catch(() => undefined);
         if (!body) {
           res.writeHead(413).end('Request too large');
@@ -298,6 +305,17 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
         return;
       }
 
+      // The demo page's own Origin/Sec-Fetch-Site check takes `Origin: null`; a DNS-rebound page sends
+      // that too, so its actions also need a Host that is ours.
+      if (method === 'POST' && url.pathname.startsWith('/demo/')) {
+        const reason = demoActionRefusal(req, port, new URL(baseUrl).host);
+        if (reason) {
+          console.warn(`local server: refused a demo page action (403): ${reason}`);
+          res.writeHead(403, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store' });
+          res.end('Cross-origin request refused');
+          return;
+        }
+      }
       if (await home(req, res, url)) return;
       if (url.pathname === '/favicon.ico') {
         res.writeHead(204, { 'Cache-Control': 'max-age=86400' }).end();

@@ -80,13 +80,23 @@ describe('a port the function is not granted throws, naming the function and the
     ]);
   });
 
-  it('connections may decrypt (to revoke) but not make a data key', async () => {
+  it('connect-session may neither decrypt nor make a data key', async () => {
+    const sealed = await createDeps(local).envelope.encrypt('tokens', context);
+    const deps = wired('connect-session');
+    await expect(deps.envelope.decrypt(sealed, context)).rejects.toThrow(
+      /^connect-session called tokenKey\.decryptDataKey \(kms:Decrypt\)/,
+    );
+    await expect(deps.envelope.encrypt('tokens', { ...context, ownerId: 'other' })).rejects.toThrow(
+      /^connect-session called tokenKey\.generateDataKey \(kms:GenerateDataKey\)/,
+    );
+  });
+
+  it('connections may decrypt (to revoke) and make a data key (to store a confirmed connection)', async () => {
     const sealed = await createDeps(local).envelope.encrypt('tokens', context);
     const deps = wired('connections');
     expect(await deps.envelope.decrypt(sealed, context)).toBe('tokens');
-    await expect(deps.envelope.encrypt('tokens', { ...context, ownerId: 'other' })).rejects.toThrow(
-      /^connections called tokenKey\.generateDataKey \(kms:GenerateDataKey\)/,
-    );
+    const own = await deps.envelope.encrypt('tokens', { ...context, ownerId: 'other' });
+    expect(await deps.envelope.decrypt(own, { ...context, ownerId: 'other' })).toBe('tokens');
   });
 
   it('a function with no token key refuses to decrypt too, at the key, not as a corrupt ciphertext', async () => {

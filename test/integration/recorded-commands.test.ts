@@ -47,7 +47,7 @@ const ok = async (out: Promise<Awaited<ReturnType<TestBroker['invoke']>>>) => {
 describe('what each function sends to AWS, step by step', () => {
   let connectionId: string;
 
-  it('connect: connect-session stores a session; authorize swaps it for a state; callback consumes the state, encrypts with a new data key and stores the connection', async () => {
+  it('connect: connect-session stores a session; authorize swaps it for a state; callback consumes the state, binds the account to a new id, encrypts with a new data key and stores the connection', async () => {
     const sent = await sentBy(async () => {
       const flow = await connect(broker, 'close', { ownerId: 'owner-recorded' });
       expect(flow.final.searchParams.get('status')).toBe('connected');
@@ -58,6 +58,7 @@ describe('what each function sends to AWS, step by step', () => {
       `authorize dynamodb:PutItem on ${TABLE}`,
       `callback dynamodb:DeleteItem on ${TABLE}`,
       `callback dynamodb:GetItem on ${TABLE}`,
+      `callback dynamodb:PutItem on ${TABLE}`,
       `callback dynamodb:UpdateItem on ${TABLE}`,
       'callback kms:GenerateDataKey on token key',
       `connect-session dynamodb:PutItem on ${TABLE}`,

@@ -15,9 +15,3 @@ export async function publishEvent(deps: Deps, type: BrokerEventType, c: Connect
     },
   });
 }
-
-/**
- * The refresh itself, holding the lease: read what is needed, send the refresh
- * only if everything after it fits in the lease and the caller's function, then
- * run it to its end and store the result, whatever happens to the callers.
- */

@@ -9,6 +9,7 @@ import type { ConnectionRecord } from '../domain/records.ts';
 import { AWS_CALL_MAX_MS, LEASE_MS } from '../domain/timeline.ts';
 import type { Deps } from '../ports.ts';
 import { ownedConnection } from './owned-connection.ts';
+import { publishEvent } from './announce.ts';
 import { revokeStoredGrant } from './revoke-grant.ts';
 
 const POLL_MS = 100;
@@ -51,5 +52,8 @@ export async function deleteConnection(
   if (!deleted) throw new ConnectionNotFound();
   // A reconnect of this account after the delete is a new connection, with a new id.
   await deps.store.unbindAccount(deleted.ownerId, deleted.provider, deleted.account.id, connectionId);
+  await publishEvent(deps, 'connection.deleted', deleted);
+  deps.metrics.count('ConnectionsDeleted');
+  deps.logger.info('connection deleted', { connectionId, provider: deleted.provider });
   return deleted;
 }

@@ -104,6 +104,11 @@ async function waitForLeaseRelease(
   }
 }
 
+/**
+ * The refresh itself, holding the lease: read what is needed, send the refresh
+ * only if everything after it fits in the lease and the caller's function, then
+ * run it to its end and store the result, whatever happens to the callers.
+ */
 async function refreshHoldingLease(
   deps: Deps,
   held: ConnectionRecord,
@@ -208,6 +213,7 @@ function resultFields(
   });
 }
 
+/** A token that never expires can still be dead: the CRM's identity call tells (a 401 means re-authorize). */
 async function verifyHoldingLease(
   deps: Deps,
   held: ConnectionRecord,

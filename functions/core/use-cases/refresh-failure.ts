@@ -150,5 +150,3 @@ async function recordFailure(
   });
   if (updated) await publishEvent(deps, 'connection.refresh_failed', updated, reason);
 }
-
-/** A token that never expires can still be dead: the CRM's identity call tells (a 401 means re-authorize). */
