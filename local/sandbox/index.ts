@@ -104,10 +104,17 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     for (const [id, pending] of ctx.pending) if (pending.provider === provider) ctx.pending.delete(id);
   };
 
-  /** Control requests come from tests, curl or the local demo pages, never from another site. */
+  /**
+   * Control requests come from tests, curl or the local demo pages, never from another site. The
+   * sandbox's own page is served with `Referrer-Policy: no-referrer`, so a browser posting its forms
+   * sends `Origin: null`: then `Sec-Fetch-Site: same-origin` is what vouches for it.
+   */
   const controlAllowed = (req: IncomingMessage) => {
+    const site = req.headers['sec-fetch-site'];
+    if (site !== undefined && site !== 'same-origin' && site !== 'none') return false;
     const origin = req.headers.origin;
     if (origin === undefined) return true;
+    if (origin === 'null') return site === 'same-origin';
     try {
       const u = new URL(origin);
       return u.origin === baseOrigin || LOOPBACK.has(u.hostname);

@@ -14,6 +14,7 @@ import type { Browser, BrowserContext, BrowserContextOptions, Page } from 'playw
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FLOW_COOKIE } from '../../functions/adapters/lambda/responses.ts';
 import { crms } from '../../local/sandbox/crms.ts';
+import { makeDue } from '../support/items.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
 import {
   type AppServer,
@@ -392,5 +393,26 @@ describe('managing a connection from /', () => {
     expect(await page.getByRole('status').filter({ hasText: 'ConnectionNotFound' }).count()).toBe(1);
     expect(await storedConnections(broker)).toHaveLength(storedBefore);
     expect((await broker.scan()).filter((i) => String(i.pk).startsWith('PENDING#'))).toEqual([]);
+  });
+
+  it("the sandbox's Revoke button works in a real browser: after one scheduled run the connection needs re-authorization", async () => {
+    const page = await newPage();
+    await openConsent(page, base, CLOSE);
+    await page.getByRole('radio', { name: ACME?.name }).check();
+    const { connectionId, row } = await expectConnected(page, await decide(page, 'Allow'), CLOSE);
+
+    // Under Referrer-Policy: no-referrer Chromium posts the form with `Origin: null`.
+    await page.goto(`${base}/sandbox/`);
+    const revoked = page.waitForResponse((r) => r.url().includes('/sandbox/_control/revoke'));
+    await page.getByRole('button', { name: 'Revoke every Close grant' }).click();
+    expect((await revoked).status()).toBe(303);
+
+    await makeDue(broker, connectionId);
+    expect(await broker.invoke('refresh-scheduled', {})).toMatchObject({
+      ok: true,
+      value: { needsReauth: 1 },
+    });
+    await page.goto(`${base}/`);
+    expect((await row.locator('td.status').textContent())?.trim()).toBe('needs_reauth');
   });
 });

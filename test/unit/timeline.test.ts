@@ -152,6 +152,7 @@ function deleteInConnectionsFunction(leaseFreeAt: number) {
     oauth: { revoke: async () => 'revoked' },
     logger: { info: () => undefined, warn: () => undefined },
     metrics: { count: () => undefined },
+    events: { publish: async () => undefined },
   } as unknown as Deps;
   const deadline = functionDeadline(start, timeoutMs('connections')) as number;
   return {
