@@ -4,7 +4,6 @@
  */
 import { beginAuthorization } from './core/use-cases/authorize.ts';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
-import { FlowError } from './core/domain/errors.ts';
 import {
   FLOW_COOKIE,
   type HttpEvent,
@@ -14,14 +13,11 @@ import {
   redirect,
 } from './adapters/lambda/responses.ts';
 import { httpHandler } from './adapters/lambda/middleware.ts';
-import { isProviderId } from './core/domain/providers.ts';
+import * as v from './adapters/lambda/validate.ts';
 
 export const createHandler = (deps: BrokerDeps) =>
   httpHandler(deps, 'authorize', async (event: HttpEvent) => {
-    const provider = event.pathParameters?.provider;
-    if (!isProviderId(provider) || !deps.config.clients[provider]) {
-      throw new FlowError('unknown_provider', 'This CRM is not available.');
-    }
+    const provider = v.offeredProvider(deps.config, event.pathParameters?.provider);
     const { location, cookieValue } = await beginAuthorization(
       deps,
       provider,

@@ -24,17 +24,14 @@ import {
 } from './adapters/lambda/responses.ts';
 import { markup } from './adapters/lambda/html.ts';
 import { httpHandler } from './adapters/lambda/middleware.ts';
-import { isProviderId } from './core/domain/providers.ts';
+import * as v from './adapters/lambda/validate.ts';
 
 const FIELDS = ['state', 'code', 'error', 'error_description', 'iss'] as const;
 const BOUNCED = '_bounced';
 
 export const createHandler = (deps: BrokerDeps) =>
   httpHandler(deps, 'callback', async (event: HttpEvent) => {
-    const provider = event.pathParameters?.provider;
-    if (!isProviderId(provider) || !deps.config.clients[provider]) {
-      throw new FlowError('unknown_provider', 'This CRM is not available.');
-    }
+    const provider = v.offeredProvider(deps.config, event.pathParameters?.provider);
     const method = event.requestContext.http.method;
     if (method !== 'GET' && method !== 'POST')
       throw new FlowError('method_not_allowed', 'Method not allowed.');

@@ -1,6 +1,6 @@
 /** Input validation for invoke payloads: precise `InvalidRequest` errors, nothing echoed back. */
 import type { Config } from './config.ts';
-import { InvalidRequest } from '../../core/domain/errors.ts';
+import { FlowError, InvalidRequest } from '../../core/domain/errors.ts';
 import { integerIn } from '../../core/domain/numbers.ts';
 import { isRandomToken } from '../../core/domain/secrets.ts';
 import { type ProviderId, isProviderId } from '../../core/domain/providers.ts';
@@ -47,6 +47,15 @@ export function confirmation(value: unknown): string {
 export const optionalOwnerId = (value: unknown): string | undefined =>
   value === undefined ? undefined : ownerId(value);
 
+/** The `{provider}` of a browser route: a CRM this deployment offers, else the "not available" page. */
+export function offeredProvider(config: Config, value: unknown): ProviderId {
+  if (!isProviderId(value) || !config.clients[value]) {
+    throw new FlowError('unknown_provider', 'This CRM is not available.');
+  }
+  return value;
+}
+
+/** The `provider` of a service payload: one this deployment offers, else `InvalidRequest`. */
 export function configuredProvider(config: Config, value: unknown): ProviderId {
   if (!isProviderId(value)) throw new InvalidRequest('provider must be one of copper, capsule, close');
   if (!config.clients[value]) throw new InvalidRequest('that provider is not configured');
