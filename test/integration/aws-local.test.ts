@@ -46,7 +46,7 @@ describe('connect flow on DynamoDB Local with KMS', () => {
     for (const connectionId of Object.values(ids)) {
       const token = (await broker.invoke('token-fetch', { connectionId })) as { value: any };
       expect(dump).not.toContain(token.value.accessToken);
-      const item = items.find((i) => i.connectionId === connectionId);
+      const item = items.find((i) => i.pk === `CONN#${connectionId}`);
       expect(String(item?.tokens)).toMatch(/^v1\.kms\./);
     }
   });
