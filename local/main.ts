@@ -4,7 +4,18 @@ import { startLocalServer } from './server.ts';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const lifetime = Number(process.env.SANDBOX_TOKEN_LIFETIME_SECONDS) || undefined;
-const server = await startLocalServer(lifetime ? { sandboxTokenLifetimeSeconds: lifetime } : {});
+const server = await startLocalServer(lifetime ? { sandboxTokenLifetimeSeconds: lifetime } : {}).catch(
+  (err: unknown) => {
+    if ((err as { code?: unknown }).code === 'EADDRINUSE') {
+      const port = process.env.PORT ?? '3000';
+      console.error(
+        `crm-oauth-broker: port ${port} is in use (another npm start?). Stop it, or run on another port: PORT=${Number(port) + 1} npm start`,
+      );
+      process.exit(1);
+    }
+    throw err;
+  },
+);
 const base = server.deps.config.publicBaseUrl;
 console.log(`crm-oauth-broker listening on ${base}`);
 console.log(`  open ${base}/ to connect a CRM (sandbox: ${server.sandboxProviders.join(', ') || 'none'})`);

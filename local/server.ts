@@ -87,6 +87,16 @@ const running = new AsyncLocalStorage<FunctionName>();
  */
 export const runningFunction = (): FunctionName | undefined => running.getStore();
 
+/** The default deployment's names (`<prefix>-<function>`), accepted locally so the same caller code works in both. */
+const DEPLOYED_PREFIX = 'crm-oauth-broker-';
+
+/** The local function a name, partial ARN or full ARN (with an optional qualifier) names, if any. */
+export function localFunctionName(raw: string): FunctionName | undefined {
+  const bare = (raw.includes(':function:') ? raw.split(':function:')[1] : raw)?.split(':')[0] ?? '';
+  const name = bare.startsWith(DEPLOYED_PREFIX) ? bare.slice(DEPLOYED_PREFIX.length) : bare;
+  return (invokableFunctions as readonly string[]).includes(name) ? (name as FunctionName) : undefined;
+}
+
 const readBody = (req: IncomingMessage): Promise<Buffer> => readBodyBytes(req, MAX_BODY_BYTES);
 
 function localMasterKey(dataDir: string | null): string {
@@ -237,13 +247,14 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
           lambdaError(res, 403, 'AccessDeniedException', refused);
           return;
         }
-        // A name, a partial ARN or a full ARN, with an optional qualifier.
-        const raw = decodeURIComponent(invokeMatch[1] as string);
-        const name = (raw.includes(':function:') ? raw.split(':function:')[1] : raw)?.split(
-          ':',
-        )[0] as FunctionName;
-        if (!invokableFunctions.includes(name)) {
-          lambdaError(res, 404, 'ResourceNotFoundException', 'Function not found');
+        const name = localFunctionName(decodeURIComponent(invokeMatch[1] as string));
+        if (!name) {
+          lambdaError(
+            res,
+            404,
+            'ResourceNotFoundException',
+            `Function not found. Locally the functions are ${invokableFunctions.join(', ')} (the deployed names, e.g. ${DEPLOYED_PREFIX}token-fetch, work too)`,
+          );
           return;
         }
         const body = await readBody(req).catch(() => undefined);
