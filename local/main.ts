@@ -4,6 +4,11 @@ import { startLocalServer } from './server.ts';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const lifetime = Number(process.env.SANDBOX_TOKEN_LIFETIME_SECONDS) || undefined;
+// Short sandbox lifetimes are for watching refreshes happen: with the default 5-minute schedule the
+// tokens would expire first. Unless the schedule is set, run it four times per token lifetime.
+if (lifetime && !process.env.REFRESH_INTERVAL_SECONDS) {
+  process.env.REFRESH_INTERVAL_SECONDS = String(Math.max(10, Math.floor(lifetime / 4)));
+}
 const server = await startLocalServer(lifetime ? { sandboxTokenLifetimeSeconds: lifetime } : {}).catch(
   (err: unknown) => {
     if ((err as { code?: unknown }).code === 'EADDRINUSE') {
@@ -20,6 +25,12 @@ const base = server.deps.config.publicBaseUrl;
 console.log(`crm-oauth-broker listening on ${base}`);
 console.log(`  open ${base}/ to connect a CRM (sandbox: ${server.sandboxProviders.join(', ') || 'none'})`);
 console.log(`  Lambda Invoke API: new LambdaClient({ endpoint: '${server.url}' })`);
+console.log(
+  `  scheduled refresh every ${server.deps.config.refreshIntervalSeconds} s` +
+    (lifetime
+      ? `; sandbox tokens live ${lifetime} s (connections made before keep their lifetime until reconnected)`
+      : ''),
+);
 const stop = () => {
   server.close().then(
     () => process.exit(0),

@@ -4,11 +4,27 @@
  * busy port says what to do instead of dying with a stack trace.
  */
 import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { InvokeCommand, ResourceNotFoundException } from '@aws-sdk/client-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
 
 let broker: TestBroker;
+
+/**
+ * `npm start` as a child process, in a folder of its own (its `.data/` must not touch the repo's, which
+ * a developer's own `npm start` may hold).
+ */
+const MAIN = resolve('local/main.ts');
+const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+const startArgs = ['--import', TSX, MAIN];
+const startCwd = () => mkdtempSync(join(tmpdir(), 'npm-start-'));
 
 beforeAll(async () => {
   broker = await startTestBroker();
@@ -47,8 +63,8 @@ describe('npm start on a busy port', () => {
     const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
       const child = execFile(
         process.execPath,
-        ['--import', 'tsx', 'local/main.ts'],
-        { env: { ...process.env, PORT: String(broker.server.port) }, timeout: 30_000 },
+        startArgs,
+        { cwd: startCwd(), env: { ...process.env, PORT: String(broker.server.port) }, timeout: 30_000 },
         (error, _stdout, stderr) =>
           resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stderr }),
       );
@@ -58,5 +74,36 @@ describe('npm start on a busy port', () => {
     expect(stderr).toContain(`port ${broker.server.port} is in use`);
     expect(stderr).toContain(`PORT=${broker.server.port + 1} npm start`);
     expect(stderr).not.toMatch(/\bat .*\.[cm]?[jt]s:\d+/);
+  });
+});
+
+describe('npm start with short sandbox token lifetimes', () => {
+  it('runs the schedule four times per lifetime and says so, so refreshes can be watched', async () => {
+    // A free port: one a server just listened on and closed.
+    const port = await new Promise<number>((done) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port: free } = probe.address() as AddressInfo;
+        probe.close(() => done(free));
+      });
+    });
+    const out = await new Promise<string>((resolve) => {
+      let text = '';
+      const child = execFile(process.execPath, startArgs, {
+        cwd: startCwd(),
+        env: {
+          ...process.env,
+          PORT: String(port),
+          SANDBOX_TOKEN_LIFETIME_SECONDS: '120',
+          REFRESH_INTERVAL_SECONDS: '',
+        },
+        timeout: 30_000,
+      });
+      child.stdout?.on('data', (chunk: Buffer) => {
+        text += chunk.toString('utf8');
+        if (text.includes('scheduled refresh every')) child.kill('SIGTERM');
+      });
+      child.on('exit', () => resolve(text));
+    });
+    expect(out).toContain('scheduled refresh every 30 s; sandbox tokens live 120 s');
   });
 });
