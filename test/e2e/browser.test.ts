@@ -103,6 +103,17 @@ async function openConsent(page: Page, origin: string, provider: Provider, conse
   expect(await page.getByRole('note').textContent()).toContain(`Sandbox ${provider.name}:`);
 }
 
+/** Opens `/`, ticks "with confirmation" next to Connect Close, clicks it and waits for the consent page. */
+async function openCloseConsentWithConfirmation(page: Page) {
+  await page.goto(`${base}/`);
+  const closeForm = page.locator('form', {
+    has: page.getByRole('button', { name: 'Connect Close', exact: true }),
+  });
+  await closeForm.getByRole('checkbox', { name: 'with confirmation' }).check();
+  await closeForm.getByRole('button', { name: 'Connect Close', exact: true }).click();
+  await page.getByRole('heading', { name: `Authorize ${crms.close.client.appName}` }).waitFor();
+}
+
 /** Clicks Allow or Deny on the consent page and waits until the browser is back on `/` with an outcome. */
 async function decide(page: Page, decision: 'Allow' | 'Deny'): Promise<URL> {
   await page.getByRole('button', { name: decision, exact: true }).click();
@@ -352,13 +363,7 @@ describe('managing a connection from /', () => {
 
   it('connects with confirmation: pending on /, then "Confirm as demo-owner" makes it active', async () => {
     const page = await newPage();
-    await page.goto(`${base}/`);
-    const closeForm = page.locator('form', {
-      has: page.getByRole('button', { name: 'Connect Close', exact: true }),
-    });
-    await closeForm.getByRole('checkbox', { name: 'with confirmation' }).check();
-    await closeForm.getByRole('button', { name: 'Connect Close', exact: true }).click();
-    await page.getByRole('heading', { name: `Authorize ${crms.close.client.appName}` }).waitFor();
+    await openCloseConsentWithConfirmation(page);
     await page.getByRole('radio', { name: ACME?.name }).check();
     const storedBefore = (await storedConnections(broker)).length;
 
@@ -378,12 +383,7 @@ describe('managing a connection from /', () => {
 
   it('a pending connection confirmed as someone else is refused and discarded', async () => {
     const page = await newPage();
-    await page.goto(`${base}/`);
-    const closeForm = page.locator('form', {
-      has: page.getByRole('button', { name: 'Connect Close', exact: true }),
-    });
-    await closeForm.getByRole('checkbox', { name: 'with confirmation' }).check();
-    await closeForm.getByRole('button', { name: 'Connect Close', exact: true }).click();
+    await openCloseConsentWithConfirmation(page);
     await page.getByRole('radio', { name: GLOBEX?.name }).check();
     const storedBefore = (await storedConnections(broker)).length;
     await decide(page, 'Allow');

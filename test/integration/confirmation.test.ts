@@ -7,12 +7,14 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { PENDING_TTL_MS } from '../../functions/core/domain/timeline.ts';
 import { Browser } from '../support/browser.ts';
-import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
+import type { FaultProxy } from '../support/fault-proxy.ts';
 import { issued, redeems } from '../support/issued-grants.ts';
 import { returnToOf } from '../support/flows.ts';
-import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
-import { type OidcCrm, startOidcCrm } from '../support/oidc-crm.ts';
+import type { TestBroker } from '../support/local-broker.ts';
+import type { OidcCrm } from '../support/oidc-crm.ts';
+import { type ProxiedCrm, startProxiedCrm } from '../support/proxied-crm.ts';
 
+let setup: ProxiedCrm;
 let crm: OidcCrm;
 let proxy: FaultProxy;
 let broker: TestBroker;
@@ -20,23 +22,10 @@ let broker: TestBroker;
 let skewMs = 0;
 
 beforeAll(async () => {
-  crm = await startOidcCrm({ redirectUris: ['http://localhost:1/not-yet'] });
-  proxy = await startFaultProxy(crm.issuer);
-  broker = await startTestBroker({
-    env: {
-      ...crm.env,
-      CLOSE_TOKEN_URL: `${proxy.url}/oauth2/token/`,
-      CLOSE_REVOKE_URL: `${proxy.url}/oauth2/revoke/`,
-    },
-    overrides: { now: () => Date.now() + skewMs },
-  });
-  await crm.setRedirectUris([`${broker.server.deps.config.publicBaseUrl}/callback/close`]);
+  setup = await startProxiedCrm({ overrides: { now: () => Date.now() + skewMs } });
+  ({ crm, proxy, broker } = setup);
 });
-afterAll(async () => {
-  await broker?.close();
-  await proxy?.close();
-  await crm?.close();
-});
+afterAll(async () => setup?.close());
 beforeEach(() => {
   proxy.clear();
   crm.reset();

@@ -15,36 +15,26 @@ import { deleteConnection } from '../../functions/core/use-cases/delete-connecti
 import { runScheduledRefresh } from '../../functions/core/use-cases/scheduled-refresh.ts';
 import { AWS_CALL_MAX_MS, LEASE_MS } from '../../functions/core/domain/timeline.ts';
 import { Browser } from '../support/browser.ts';
-import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
+import type { FaultProxy } from '../support/fault-proxy.ts';
 import { issued, redeems } from '../support/issued-grants.ts';
 import { returnToOf, startConnect } from '../support/flows.ts';
 import { makeDue } from '../support/items.ts';
-import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
-import { type OidcCrm, startOidcCrm } from '../support/oidc-crm.ts';
+import type { TestBroker } from '../support/local-broker.ts';
+import type { OidcCrm } from '../support/oidc-crm.ts';
+import { type ProxiedCrm, startProxiedCrm } from '../support/proxied-crm.ts';
 
+let setup: ProxiedCrm;
 let crm: OidcCrm;
 let proxy: FaultProxy;
 let broker: TestBroker;
 
 beforeAll(async () => {
-  crm = await startOidcCrm({ redirectUris: ['http://localhost:1/not-yet'] });
-  proxy = await startFaultProxy(crm.issuer);
+  setup = await startProxiedCrm();
+  ({ crm, proxy, broker } = setup);
   // Faults hit refresh requests only; code exchanges and revocations pass (and are recorded).
   proxy.matching = (r) => r.path === '/oauth2/token/' && r.body.includes('grant_type=refresh_token');
-  broker = await startTestBroker({
-    env: {
-      ...crm.env,
-      CLOSE_TOKEN_URL: `${proxy.url}/oauth2/token/`,
-      CLOSE_REVOKE_URL: `${proxy.url}/oauth2/revoke/`,
-    },
-  });
-  await crm.setRedirectUris([`${broker.server.deps.config.publicBaseUrl}/callback/close`]);
 });
-afterAll(async () => {
-  await broker?.close();
-  await proxy?.close();
-  await crm?.close();
-});
+afterAll(async () => setup?.close());
 beforeEach(() => {
   proxy.clear();
   crm.reset();

@@ -42,6 +42,16 @@ function isConditionFailure(err: unknown): boolean {
   );
 }
 
+/** Runs a conditional write or delete: a failed condition is an answer (undefined), never an error. */
+async function unlessConditionFails<T>(operation: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await operation();
+  } catch (err) {
+    if (isConditionFailure(err)) return undefined;
+    throw err;
+  }
+}
+
 /**
  * The due index's partition follows the due time: set with it, removed with it
  * (the index is sparse: only connections the scheduler must visit are in it).
@@ -163,7 +173,7 @@ export class Store {
    * if it has not expired then (confirm); without, whatever its age (the sweeper).
    */
   async takePending(confirmationHash: string, unexpiredAt?: number): Promise<PendingRecord | undefined> {
-    try {
+    return unlessConditionFails(async () => {
       const out = await this.db.send(
         new DeleteItemCommand({
           TableName: this.tableName,
@@ -186,10 +196,7 @@ export class Store {
         ...rest
       } = unmarshall(out.Attributes);
       return rest as PendingRecord;
-    } catch (err) {
-      if (isConditionFailure(err)) return undefined;
-      throw err;
-    }
+    });
   }
 
   /** Confirmation hashes of pending results expired by `nowSeconds`, from the due index (never a Scan). */
@@ -251,7 +258,7 @@ export class Store {
     provider: ProviderId,
     now: number,
   ): Promise<SessionRecord | undefined> {
-    try {
+    return unlessConditionFails(async () => {
       const out = await this.db.send(
         new DeleteItemCommand({
           TableName: this.tableName,
@@ -262,10 +269,7 @@ export class Store {
         }),
       );
       return out.Attributes ? (unmarshall(out.Attributes) as SessionRecord) : undefined;
-    } catch (err) {
-      if (isConditionFailure(err)) return undefined;
-      throw err;
-    }
+    });
   }
 
   async putState(state: StateRecord): Promise<void> {
@@ -292,7 +296,7 @@ export class Store {
     cookieHash: string,
     now: number,
   ): Promise<StateRecord | undefined> {
-    try {
+    return unlessConditionFails(async () => {
       const out = await this.db.send(
         new DeleteItemCommand({
           TableName: this.tableName,
@@ -308,10 +312,7 @@ export class Store {
         }),
       );
       return out.Attributes ? (unmarshall(out.Attributes) as StateRecord) : undefined;
-    } catch (err) {
-      if (isConditionFailure(err)) return undefined;
-      throw err;
-    }
+    });
   }
 
   async getConnection(connectionId: string, consistent = true): Promise<ConnectionRecord | undefined> {
@@ -384,18 +385,16 @@ export class Store {
     accountId: string,
     connectionId: string,
   ): Promise<void> {
-    try {
-      await this.db.send(
+    await unlessConditionFails(() =>
+      this.db.send(
         new DeleteItemCommand({
           TableName: this.tableName,
           Key: marshall(keys.account(ownerId, provider, accountId)),
           ConditionExpression: 'connectionId = :id',
           ExpressionAttributeValues: marshall({ ':id': connectionId }),
         }),
-      );
-    } catch (err) {
-      if (!isConditionFailure(err)) throw err;
-    }
+      ),
+    );
   }
 
   /**
@@ -423,7 +422,7 @@ export class Store {
       },
       ['createdAt = if_not_exists(createdAt, :updatedAt)', 'version = if_not_exists(version, :zero) + :one'],
     );
-    try {
+    return unlessConditionFails(async () => {
       const out = await this.db.send(
         new UpdateItemCommand({
           TableName: this.tableName,
@@ -444,10 +443,7 @@ export class Store {
         }),
       );
       return toConnection(unmarshall(out.Attributes ?? {}));
-    } catch (err) {
-      if (isConditionFailure(err)) return undefined;
-      throw err;
-    }
+    });
   }
 
   /**
@@ -476,7 +472,7 @@ export class Store {
       conditions.push('#leaseOwnerCond = :leaseOwnerCond');
       values[':leaseOwnerCond'] = condition.leaseOwner;
     }
-    try {
+    return unlessConditionFails(async () => {
       const out = await this.db.send(
         new UpdateItemCommand({
           TableName: this.tableName,
@@ -489,10 +485,7 @@ export class Store {
         }),
       );
       return toConnection(unmarshall(out.Attributes ?? {}));
-    } catch (err) {
-      if (isConditionFailure(err)) return undefined;
-      throw err;
-    }
+    });
   }
 
   /**
@@ -506,7 +499,7 @@ export class Store {
     now: number,
     leaseMs: number,
   ): Promise<ConnectionRecord | undefined> {
-    try {
+    return unlessConditionFails(async () => {
       const out = await this.db.send(
         new UpdateItemCommand({
           TableName: this.tableName,
@@ -520,15 +513,12 @@ export class Store {
         }),
       );
       return toConnection(unmarshall(out.Attributes ?? {}));
-    } catch (err) {
-      if (isConditionFailure(err)) return undefined;
-      throw err;
-    }
+    });
   }
 
   async releaseRefreshLease(connectionId: string, owner: string): Promise<void> {
-    try {
-      await this.db.send(
+    await unlessConditionFails(() =>
+      this.db.send(
         new UpdateItemCommand({
           TableName: this.tableName,
           Key: marshall(keys.connection(connectionId)),
@@ -536,10 +526,8 @@ export class Store {
           ConditionExpression: 'leaseOwner = :owner',
           ExpressionAttributeValues: marshall({ ':owner': owner }),
         }),
-      );
-    } catch (err) {
-      if (!isConditionFailure(err)) throw err;
-    }
+      ),
+    );
   }
 
   async listConnections(ownerId: string): Promise<ConnectionRecord[]> {

@@ -60,11 +60,10 @@ export async function discardUnconfirmed(deps: Deps, limit = 100): Promise<numbe
         await pendingTokens(deps, pending),
         'unconfirmed',
       );
-    } catch (err) {
+    } catch {
       deps.logger.warn('unconfirmed connection discarded, its tokens unreadable', {
         provider: pending.provider,
       });
-      void err;
     }
   }
   return discarded;
