@@ -84,6 +84,15 @@ export function returnTo(config: Config, value: unknown): string | undefined {
   return url.toString();
 }
 
+/** An optional hex SHA-256 digest (64 hex digits, any case); returned lowercase. */
+export function optionalSha256(value: unknown, name: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !/^[0-9a-fA-F]{64}$/.test(value)) {
+    throw new InvalidRequest(`${name} must be a hex SHA-256 digest (64 hex digits)`);
+  }
+  return value.toLowerCase();
+}
+
 export function integer(value: unknown, name: string, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
   const n = integerIn(value, min, max);
