@@ -125,7 +125,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['local/**', 'bench/**', 'test/**', 'infra/**', '.ci/**'],
+    files: ['local/**', 'examples/**', 'bench/**', 'test/**', 'infra/**', '.ci/**'],
     rules: { 'no-console': 'off' },
   },
   {
