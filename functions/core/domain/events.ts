@@ -4,6 +4,7 @@ import type { ProviderId } from './providers.ts';
 export type BrokerEventType =
   | 'connection.created'
   | 'connection.reconnected'
+  | 'connection.refreshed'
   | 'connection.refresh_failed'
   | 'connection.needs_reauth'
   | 'connection.recovered'

@@ -137,7 +137,11 @@ async function refreshHoldingLease(
     resultFields(deps, held, received, answer),
     received,
   );
-  if (held.refreshFailures > 0) await publishEvent(deps, 'connection.recovered', stored);
+  await publishEvent(
+    deps,
+    held.refreshFailures > 0 ? 'connection.recovered' : 'connection.refreshed',
+    stored,
+  );
   deps.metrics.count('TokensRefreshed');
   deps.logger.info('token refreshed', { connectionId: held.connectionId, provider: held.provider });
   return stored;
@@ -240,6 +244,12 @@ async function verifyHoldingLease(
     },
     { expectedVersion: held.version, leaseOwner: owner },
   );
-  if (held.refreshFailures > 0 && updated) await publishEvent(deps, 'connection.recovered', updated);
+  if (updated) {
+    await publishEvent(
+      deps,
+      held.refreshFailures > 0 ? 'connection.recovered' : 'connection.refreshed',
+      updated,
+    );
+  }
   return updated ?? held;
 }
