@@ -10,6 +10,7 @@
  * | connect session | `SESSION#<sha256(tok)>` | `SESSION` | single use, `expiresAt` checked in code, `ttl`     |
  * | oauth state     | `STATE#<sha256(state)>` | `STATE`   | single use, bound to provider + browser cookie     |
  * | connection      | `CONN#<connectionId>`   | `CONN`    | encrypted tokens, status, lease, version           |
+ * | rate budget     | `RATE#<sha256(budget)>` | `RATE`    | one per CRM account: `tat`, learned limit, `ttl`   |
  *
  * Index `byOwner` (gsi1pk = `OWNER#<ownerId>`, gsi1sk = `CONN#<connectionId>`) lists an
  * owner's connections. Index `byDueTime` (duePk = `DUE#<shard>`, dueAt = epoch seconds)

@@ -120,6 +120,38 @@ export interface Metrics {
   milliseconds(name: DurationMetric, value: number): void;
 }
 
+/** What the table keeps of one CRM account's shared rate budget (arithmetic: domain/rate-limits.ts). */
+export interface RateBudgetState {
+  /** GCRA theoretical arrival time (epoch ms); absent before the account's first request. */
+  tat?: number;
+  /** The limit the CRM's headers reported, and when that was learned (epoch ms). */
+  limit?: number;
+  limitLearnedAt?: number;
+}
+
+/** One slot taken from a budget: the two cases of `tat = max(tat, now) + interval`, each one conditional write. */
+export type RateBudgetTake =
+  /** Nobody is queued (no `tat`, or `tat <= now`): `tat` becomes `tat`. */
+  | { kind: 'idle'; now: number; tat: number }
+  /** Requests are queued (`now < tat <= latestTat`): `tat` grows by `intervalMs`. */
+  | { kind: 'queued'; now: number; latestTat: number; intervalMs: number };
+
+/**
+ * The rate budget of each CRM account, shared by every caller of that account
+ * in any container: one small item per budget, never one per call.
+ */
+export interface RateBudgetStore {
+  /** The budget as this process last read or wrote it, with no store call (to pick which take to try). */
+  cached(budgetId: string): RateBudgetState | undefined;
+  /** One conditional write: `taken` with the state after it, or not taken with the state as found. */
+  take(budgetId: string, take: RateBudgetTake): Promise<{ taken: boolean; state: RateBudgetState }>;
+  /** Raises `tat` to at least `tatAtLeast` (never lowers it) and/or records a learned limit. */
+  restrict(
+    budgetId: string,
+    change: { now: number; tatAtLeast?: number; limit?: number; limitLearnedAt?: number },
+  ): Promise<void>;
+}
+
 /** Everything a use case may use. */
 export interface Deps {
   config: Config;
@@ -129,6 +161,7 @@ export interface Deps {
   events: EventPublisher;
   logger: Log;
   metrics: Metrics;
+  rateBudgets: RateBudgetStore;
   now: () => number;
   sleep: (ms: number) => Promise<void>;
 }

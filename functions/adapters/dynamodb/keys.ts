@@ -17,6 +17,11 @@ export const keys = {
   ownerPk: (ownerId: string) => `OWNER#${ownerId}`,
   duePk: (shard: number) => `DUE#${shard}`,
   pending: (confirmationHash: string) => ({ pk: `PENDING#${confirmationHash}`, sk: 'PENDING' }),
+  /** A CRM account's shared rate budget: hashed, so the key carries no account id. */
+  rateBudget: (budgetId: string) => ({
+    pk: `RATE#${createHash('sha256').update(budgetId).digest('hex')}`,
+    sk: 'RATE',
+  }),
   /** The due index's partition of pending results, by their expiry: the sweeper reads only expired ones. */
   pendingDuePk: 'DUE#pending',
   confirmationHashOf: (pk: string | undefined): string | undefined =>

@@ -24,6 +24,7 @@ import { ProviderHttp } from '../crm/crm-http.ts';
 import { ConfiguredClientSecrets } from '../secrets/client-secrets.ts';
 import type { Deps } from '../../core/ports.ts';
 import { Store } from '../dynamodb/store.ts';
+import { DynamoRateBudgets } from '../dynamodb/rate-budget.ts';
 import { awsClientOptions } from '../aws-clients.ts';
 import { type FunctionAccess, functionAccess } from '../../../manifest/access.ts';
 import type { FunctionName } from '../../../manifest/functions.ts';
@@ -154,12 +155,13 @@ function wire(
       : ungrantedEvents(grants.name, listener);
 
   const http = new ProviderHttp({ timeoutMs: config.providerTimeoutMs, fetch: overrides.fetch, now, sleep });
+  const dynamo =
+    overrides.dynamo ?? observed(new DynamoDBClient(awsClientOptions(env.AWS_ENDPOINT_URL_DYNAMODB)));
   return {
     config,
-    store: new Store(
-      overrides.dynamo ?? observed(new DynamoDBClient(awsClientOptions(env.AWS_ENDPOINT_URL_DYNAMODB))),
-      config.tableName,
-    ),
+    store: new Store(dynamo, config.tableName),
+    // Every CRM account's shared rate budget (crm-request): an item of the same table.
+    rateBudgets: new DynamoRateBudgets(dynamo, config.tableName),
     envelope: new Envelope(keyProvider, undefined, now),
     oauth: new OAuthClient(http, secrets),
     events,

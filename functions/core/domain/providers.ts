@@ -2,6 +2,7 @@
  * The provider registry: every CRM quirk from shared/providers.md as data, so
  * handlers never branch on a provider's name.
  */
+import { type RateLimitPolicy, parseRateLimitSetting } from './rate-limits.ts';
 
 export const providerIds = ['copper', 'capsule', 'close'] as const;
 export type ProviderId = (typeof providerIds)[number];
@@ -69,6 +70,8 @@ export interface ProviderDefinition {
   readonly healthCheckPath: string;
   /** Maps the token response and the identity responses to the account; throws on a malformed answer. */
   readonly account: (token: TokenResponse, identity: Record<string, unknown>) => Account;
+  /** The API's rate limit and how answers report it; `<P>_RATE_LIMIT=<requests>/<seconds>` overrides the budget. */
+  readonly rateLimit: RateLimitPolicy;
 }
 
 type ProviderData = Omit<
@@ -121,6 +124,8 @@ export const providerData: Readonly<Record<ProviderId, ProviderData>> = {
     apiHeaders: { 'X-PW-Application': 'developer_api', 'Content-Type': 'application/json' },
     identityPaths: { account: '/account', me: '/users/me' },
     healthCheckPath: '/account',
+    // 180 per minute, rolling; a 429 with no documented headers, so this budget is all the broker knows.
+    rateLimit: { requests: 180, windowSeconds: 60, headers: 'none', scope: 'account' },
     account: (_token, identity) => {
       const account = obj(identity.account);
       const me = obj(identity.me);
@@ -151,6 +156,8 @@ export const providerData: Readonly<Record<ProviderId, ProviderData>> = {
     apiHeaders: { Accept: 'application/json' },
     identityPaths: { user: '/users/current', site: '/site' },
     healthCheckPath: '/users/current',
+    // 4,000 per hour per user, reported in X-RateLimit-Limit/Remaining/Reset (epoch seconds).
+    rateLimit: { requests: 4000, windowSeconds: 3600, headers: 'x-ratelimit-epoch', scope: 'user' },
     account: (token, identity) => {
       const site = obj(obj(identity.site).site);
       const user = obj(obj(identity.user).user);
@@ -185,6 +192,9 @@ export const providerData: Readonly<Record<ProviderId, ProviderData>> = {
     apiHeaders: { Accept: 'application/json' },
     identityPaths: { me: '/me/' },
     healthCheckPath: '/me/',
+    // Per endpoint group and key, in requests per second, reported as `RateLimit: limit=, remaining=, reset=`:
+    // a conservative 10 per second until an answer says the limit (one budget for all groups: the lowest).
+    rateLimit: { requests: 10, windowSeconds: 1, headers: 'ratelimit-fields', scope: 'account' },
     account: (token, identity) => {
       const me = obj(identity.me);
       // A Close connection is per organization: the one picked on the consent page.
@@ -224,6 +234,7 @@ export function resolveProviders(
     const revokeUrl = env[`${p}_REVOKE_URL`] ?? defaults.revokeUrl;
     const issuer = env[`${p}_ISSUER`];
     const scopes = env[`${p}_SCOPES`]?.split(/[\s,]+/).filter(Boolean);
+    const rateLimit = env[`${p}_RATE_LIMIT`];
     resolved[id] = {
       ...data,
       authorizeUrl: checkUrl(env[`${p}_AUTHORIZE_URL`] ?? defaults.authorizeUrl, `${p}_AUTHORIZE_URL`),
@@ -234,6 +245,9 @@ export function resolveProviders(
         '',
       ),
       scopes: scopes && scopes.length > 0 ? scopes : defaults.scopes,
+      rateLimit: rateLimit
+        ? { ...data.rateLimit, ...parseRateLimitSetting(rateLimit, `${p}_RATE_LIMIT`) }
+        : data.rateLimit,
       ...(issuer ? { issuer } : {}),
     };
   }
