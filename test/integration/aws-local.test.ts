@@ -47,7 +47,7 @@ describe('connect flow on DynamoDB Local with KMS', () => {
       const token = (await broker.invoke('token-fetch', { connectionId })) as { value: any };
       expect(dump).not.toContain(token.value.accessToken);
       const item = items.find((i) => i.pk === `CONN#${connectionId}`);
-      expect(String(item?.tokens)).toMatch(/^v1\.kms\./);
+      expect(String(item?.tokens)).toMatch(/^v2\.kms\./);
     }
   });
 
@@ -83,7 +83,8 @@ describe("row 13: a ciphertext moved to another connection's item", () => {
     expect(out.ok).toBe(false);
     expect(out).not.toHaveProperty('value');
     expect(JSON.stringify(out)).not.toMatch(/accessToken/);
-    // A fresh broker, with nothing cached, refuses it too, at KMS.
+    // A fresh broker, with nothing cached, refuses it too: one Decrypt, refused at KMS (Close's intermediate
+    // key under Capsule's context); within one CRM the HKDF derivation and the GCM associated data refuse it.
     const cold = await startTestBroker({ env: coldEnv() });
     try {
       kms.reset();
@@ -114,7 +115,9 @@ describe('KMS faults', () => {
       kms.failNext('Decrypt', 'ThrottlingException', 1);
       expect(await cold.invoke('token-fetch', { connectionId: ids.copper })).toMatchObject({ ok: true });
       const before = JSON.stringify(await cold.scan());
+      // The key ring already holds today's intermediate keys: unwrapping one (Decrypt) fails as well.
       kms.failNext('GenerateDataKey', 'KMSInternalException', 10);
+      kms.failNext('Decrypt', 'KMSInternalException', 10);
       const { final } = await connect(cold, 'capsule', { ownerId: 'owner-kms-down' });
       expect(final.searchParams.get('status')).toBe('error');
       const after = await cold.scan();

@@ -16,6 +16,7 @@ import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { type Config, type Env, loadConfig } from './config.ts';
 import { Envelope, type KeyProvider, KmsKeyProvider, LocalKeyProvider } from '../kms/envelope.ts';
+import { TableKeyRing } from '../kms/key-ring.ts';
 import { EventBridgePublisher, type EventPublisher, MemoryEventLog } from '../eventbridge/events.ts';
 import { createLogger } from './logger.ts';
 import { type BrokerMetrics, createMetrics } from './metrics.ts';
@@ -162,7 +163,8 @@ function wire(
     store: new Store(dynamo, config.tableName),
     // Every CRM account's shared rate budget (crm-request): an item of the same table.
     rateBudgets: new DynamoRateBudgets(dynamo, config.tableName),
-    envelope: new Envelope(keyProvider, undefined, now),
+    // Intermediate keys shared by every container through the table (docs/key-hierarchy.md).
+    envelope: new Envelope(keyProvider, undefined, now, new TableKeyRing(dynamo, config.tableName)),
     oauth: new OAuthClient(http, secrets),
     events,
     logger,
