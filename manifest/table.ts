@@ -11,6 +11,7 @@
  * | oauth state     | `STATE#<sha256(state)>` | `STATE`   | single use, bound to provider + browser cookie     |
  * | connection      | `CONN#<connectionId>`   | `CONN`    | encrypted tokens, status, lease, version           |
  * | rate budget     | `RATE#<sha256(budget)>` | `RATE`    | one per CRM account: `tat`, learned limit, `ttl`   |
+ * | key ring slot   | `KEYRING#<ref>#<purpose>#<crm>#<day>` | `KEYRING` | the day's KMS-wrapped intermediate key (kms/key-ring.ts), `ttl` |
  *
  * Index `byOwner` (gsi1pk = `OWNER#<ownerId>`, gsi1sk = `CONN#<connectionId>`) lists an
  * owner's connections. Index `byDueTime` (duePk = `DUE#<shard>`, dueAt = epoch seconds)
