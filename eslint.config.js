@@ -137,4 +137,14 @@ export default tseslint.config(
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
   },
+  {
+    // The client library is plain JavaScript checked by tsc (`// @ts-check`, JSDoc): the same
+    // promise rules as the TypeScript.
+    files: ['packages/client/lib/**/*.js'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': 'error',
+    },
+  },
 );
