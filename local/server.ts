@@ -39,6 +39,7 @@ import { homeRoutes } from './home.ts';
 import { httpApiEvent, lambdaContext, scheduledEvent } from './lambda-events.ts';
 import { demoActionRefusal, serviceRequestRefusal } from './loopback-guard.ts';
 import { type Sandbox, createSandbox } from './sandbox/index.ts';
+import { type SandboxRateLimit, parseSandboxRateLimit } from './sandbox/rate-limit.ts';
 
 export interface LocalServerOptions {
   /** Environment (defaults to `process.env`). */
@@ -123,6 +124,14 @@ function lambdaError(res: ServerResponse, status: number, type: string, message:
   res.end(JSON.stringify({ Type: 'User', message }));
 }
 
+/** `SANDBOX_RATE_LIMIT=<requests>/<seconds>`: one small API limit for every sandbox CRM; a typo fails the start. */
+function sandboxRateLimit(value: string | undefined): { rateLimit?: SandboxRateLimit } {
+  if (!value) return {};
+  const rateLimit = parseSandboxRateLimit(value);
+  if (!rateLimit) throw new Error('SANDBOX_RATE_LIMIT must be <requests>/<seconds>, e.g. 10/1');
+  return { rateLimit };
+}
+
 export async function startLocalServer(options: LocalServerOptions = {}): Promise<LocalServer> {
   const env = { ...(options.env ?? process.env) };
   // EMF metrics are for CloudWatch; locally they would only clutter the console.
@@ -190,6 +199,7 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
         ? { tokenLifetimeSeconds: options.sandboxTokenLifetimeSeconds }
         : {}),
       ...(dataDir !== null ? { dataFile: join(dataDir, 'sandbox.json') } : {}),
+      ...sandboxRateLimit(env.SANDBOX_RATE_LIMIT),
     });
     closers.push(() => sandbox.close());
     const sandboxProviders = providerIds.filter((p) => !env[`${envPrefix(p)}_CLIENT_ID`]);

@@ -9,6 +9,8 @@
  * hidden by the same mistake in the other.
  */
 
+import type { SandboxRateLimitStyle } from './rate-limit.ts';
+
 export const sandboxProviders = ['copper', 'capsule', 'close'] as const;
 export type SandboxProvider = (typeof sandboxProviders)[number];
 
@@ -74,6 +76,14 @@ export interface CrmSpec {
   readonly api: Readonly<Record<string, (grant: GrantView) => unknown>>;
   /** The 401 body of the API for a missing, invalid, expired or revoked token. */
   readonly unauthorizedBody: unknown;
+  /**
+   * How the API limits requests per account and reports it (rate-limit.ts), with the sandbox's
+   * default: the real CRM's window, far more requests than the real CRM allows.
+   */
+  readonly rateLimit: {
+    readonly style: SandboxRateLimitStyle;
+    readonly default: { readonly requests: number; readonly windowSeconds: number };
+  };
 }
 
 const APP_NAME = 'CRM OAuth Broker (local)';
@@ -107,6 +117,8 @@ const copper: CrmSpec = {
     '/users/me': () => ({ id: 101, name: 'Sam Sandbox', email: 'sam@copper-sandbox.example' }),
   },
   unauthorizedBody: { success: false, status: 401, message: 'Invalid credentials' },
+  // Real: 180 per minute, rolling, 429 with no headers.
+  rateLimit: { style: 'rolling', default: { requests: 18_000, windowSeconds: 60 } },
 };
 
 const CAPSULE_SITE = {
@@ -155,6 +167,8 @@ const capsule: CrmSpec = {
     '/site': () => ({ site: CAPSULE_SITE }),
   },
   unauthorizedBody: { message: 'Invalid or expired access token', errors: [] },
+  // Real: 4,000 per hour per user, X-RateLimit-* with the reset in epoch seconds.
+  rateLimit: { style: 'x-ratelimit', default: { requests: 400_000, windowSeconds: 3600 } },
 };
 
 const CLOSE_USER_ID = 'user_sandboxSam0000000000000000000000000000';
@@ -198,6 +212,8 @@ const close: CrmSpec = {
     }),
   },
   unauthorizedBody: { error: 'The bearer token is invalid, expired or revoked.' },
+  // Real: requests per second per endpoint group, `RateLimit: limit, remaining, reset` and `Retry-After`.
+  rateLimit: { style: 'ratelimit-fields', default: { requests: 1_000, windowSeconds: 1 } },
 };
 
 export const crms: Readonly<Record<SandboxProvider, CrmSpec>> = { copper, capsule, close };

@@ -5,7 +5,9 @@
  * through in a browser and tested without a CRM account.
  *
  * Control endpoints for tests and the demo page live under
- * `{base}/sandbox/_control/`: `GET calls`, `POST revoke?provider=...`, `POST reset`.
+ * `{base}/sandbox/_control/`: `GET calls`, `POST revoke?provider=...`, `POST reset`,
+ * `GET rate-limit` (each CRM's limit and every API request the limiters saw) and
+ * `POST rate-limit?provider=...&limit=<requests>/<seconds>` (rate-limit.ts).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
@@ -20,6 +22,7 @@ import { sendErrorPage, sendIndexPage } from './html.ts';
 import { HttpError, sendJson, sendRedirect, sendText } from './http.ts';
 import { type OAuthContext, api, authorizeDecision, authorizeRequest, revoke, token } from './oauth.ts';
 import { SandboxStore } from './store.ts';
+import { type SandboxRateLimit, SandboxRateLimiter, parseSandboxRateLimit } from './rate-limit.ts';
 
 export { type SandboxProvider, crms, sandboxProviders } from './crms.ts';
 
@@ -34,6 +37,8 @@ export interface SandboxOptions {
   now?: () => number;
   /** Registered redirect URIs per CRM; default `${baseUrl}/callback/{provider}`. */
   redirectUris?: Partial<Record<SandboxProvider, readonly string[]>>;
+  /** One API rate limit for every CRM (`SANDBOX_RATE_LIMIT`); default: each CRM's own, set high. */
+  rateLimit?: SandboxRateLimit;
 }
 
 export interface Sandbox {
@@ -49,6 +54,8 @@ export interface Sandbox {
   calls(): Record<string, Record<string, number>>;
   /** Revokes every grant of a provider, as when the user removes the app at the CRM. */
   revokeAll(provider: SandboxProvider): void;
+  /** The CRMs' API rate limits and what they saw. */
+  rateLimits: SandboxRateLimiter;
   close(): Promise<void>;
 }
 
@@ -75,6 +82,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
   const baseOrigin = new URL(base).origin;
   const now = opts.now ?? Date.now;
   const store = new SandboxStore(now, opts.dataFile);
+  const rateLimits = new SandboxRateLimiter(crms, now, opts.rateLimit);
   let counters = {} as Record<SandboxProvider, Record<string, number>>;
   const resetCounters = () => {
     counters = Object.fromEntries(sandboxProviders.map((p) => [p, initialCalls(crms[p])])) as typeof counters;
@@ -91,6 +99,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
       counters[provider][endpoint] = (counters[provider][endpoint] ?? 0) + 1;
     },
     redirectUris: (provider) => opts.redirectUris?.[provider] ?? [`${base}/callback/${provider}`],
+    admitApiCall: (crm, grant, res) => rateLimits.admit(crm, grant.organizationId ?? 'account', res),
   };
 
   const calls = () =>
@@ -167,9 +176,28 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
       controlAnswer(req, res, { provider, revokedGrants: grants });
     },
   });
+  routes.set(`${CONTROL}/rate-limit`, {
+    GET: (_req, res) =>
+      sendJson(res, 200, {
+        limits: Object.fromEntries(sandboxProviders.map((p) => [p, rateLimits.limit(p)])),
+        arrivals: rateLimits.arrivals(),
+      }),
+    POST: (req, res, url) => {
+      const provider = url.searchParams.get('provider');
+      const limit = parseSandboxRateLimit(url.searchParams.get('limit') ?? undefined);
+      if (!isSandboxProvider(provider) || !limit) {
+        return sendJson(res, 400, {
+          error: 'provider must be one of copper, capsule, close and limit <requests>/<seconds>',
+        });
+      }
+      rateLimits.setLimit(provider, limit);
+      controlAnswer(req, res, { provider, limit });
+    },
+  });
   routes.set(`${CONTROL}/reset`, {
     POST: (req, res) => {
       resetCounters();
+      rateLimits.reset();
       controlAnswer(req, res, { reset: true });
     },
   });
@@ -232,12 +260,16 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
         out[`${P}_TOKEN_URL`] = `${base}${PREFIX}${crm.paths.token}`;
         if (crm.revoke) out[`${P}_REVOKE_URL`] = `${base}${PREFIX}${crm.revoke.path}`;
         out[`${P}_API_BASE_URL`] = `${base}${PREFIX}${crm.paths.apiBase}`;
+        // The broker's budget is what this sandbox CRM allows, as it would be the real CRM's.
+        const limit = rateLimits.limit(p);
+        out[`${P}_RATE_LIMIT`] = `${limit.requests}/${limit.windowSeconds}`;
       }
       return out;
     },
 
     calls,
     revokeAll,
+    rateLimits,
 
     async close() {
       store.flush();

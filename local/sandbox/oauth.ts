@@ -43,6 +43,8 @@ export interface OAuthContext {
   pending: Map<string, PendingConsent>;
   count(provider: SandboxProvider, endpoint: string): void;
   redirectUris(provider: SandboxProvider): readonly string[];
+  /** Counts an API request against the account's rate limit: true, or false when it answered 429 itself. */
+  admitApiCall?(crm: CrmSpec, grant: GrantView, res: ServerResponse): boolean;
 }
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest();
@@ -354,6 +356,7 @@ export function api(
   const match = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/.exec(req.headers.authorization ?? '');
   const found = match?.[1] ? ctx.store.findToken(match[1], 'access') : undefined;
   if (!found || found.grant.provider !== crm.id) return unauthorized();
+  if (ctx.admitApiCall && !ctx.admitApiCall(crm, grantView(found.grant), res)) return;
   const route = Object.hasOwn(crm.api, path) ? crm.api[path] : undefined;
   if (!route) return sendJson(res, 404, { error: 'Not found' });
   if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -234,18 +234,21 @@ describe('routing and env', () => {
       COPPER_AUTHORIZE_URL: `${h.base}/sandbox/copper/oauth/authorize`,
       COPPER_TOKEN_URL: `${h.base}/sandbox/copper/oauth/token`,
       COPPER_API_BASE_URL: `${h.base}/sandbox/copper/developer_api/v1`,
+      COPPER_RATE_LIMIT: '18000/60',
       CAPSULE_CLIENT_ID: 'sandbox-capsule-client',
       CAPSULE_CLIENT_SECRET: 'sandbox-capsule-secret',
       CAPSULE_AUTHORIZE_URL: `${h.base}/sandbox/capsule/oauth/authorise`,
       CAPSULE_TOKEN_URL: `${h.base}/sandbox/capsule/oauth/token`,
       CAPSULE_REVOKE_URL: `${h.base}/sandbox/capsule/oauth/token/revoke`,
       CAPSULE_API_BASE_URL: `${h.base}/sandbox/capsule/api/v2`,
+      CAPSULE_RATE_LIMIT: '400000/3600',
       CLOSE_CLIENT_ID: 'sandbox-close-client',
       CLOSE_CLIENT_SECRET: 'sandbox-close-secret',
       CLOSE_AUTHORIZE_URL: `${h.base}/sandbox/close-app/oauth2/authorize/`,
       CLOSE_TOKEN_URL: `${h.base}/sandbox/close-api/oauth2/token/`,
       CLOSE_REVOKE_URL: `${h.base}/sandbox/close-api/oauth2/revoke/`,
       CLOSE_API_BASE_URL: `${h.base}/sandbox/close-api/api/v1`,
+      CLOSE_RATE_LIMIT: '1000/1',
     });
     expect(Object.keys(h.sandbox.env(['close'])).every((k) => k.startsWith('CLOSE_'))).toBe(true);
   });
