@@ -36,6 +36,7 @@ import { ensureTable } from '../local/ensure-table.ts';
 import { startDynamoDbLocal } from '../test/support/dynamodb-local.ts';
 import { type KmsDouble, startKmsDouble } from '../test/support/kms-double.ts';
 import { bundleAndTime } from './bundle.ts';
+import { runRefreshModel } from './model/run-model.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 process.env.POWERTOOLS_METRICS_DISABLED = 'true';
@@ -542,6 +543,8 @@ try {
   await kms.close();
   await crmIdle.close();
 }
+// 6. The refresh pipeline model at 1M and 10M connections (bench/model, docs/performance-model.md).
+results.refreshModel = runRefreshModel(printTable);
 results.totalSeconds = (performance.now() - started) / 1000;
 writeFileSync(join(OUT, 'latest.json'), JSON.stringify(results, null, 2));
 console.log(`\nwrote ${join(OUT, 'latest.json')} in ${(results.totalSeconds as number).toFixed(0)} s`);

@@ -1,0 +1,118 @@
+/**
+ * The model's inputs: the scheduling rules read from the broker's own code
+ * (so the model moves when the code does), each CRM's token lifetime from its
+ * documentation, and the pipeline's settings. Every figure that is an
+ * assumption rather than the code's says so in `assumptions`.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { loadConfig } from '../../functions/adapters/lambda/config.ts';
+import { providerData } from '../../functions/core/domain/providers.ts';
+import { REFRESH_ATTEMPT_TIMEOUT_MS, REFRESH_CALL_MAX_MS } from '../../functions/core/domain/timeline.ts';
+import { REFRESH_RETRY } from '../../functions/core/use-cases/refresh-connection.ts';
+import type { CrmId, CrmModel, ModelParams } from './model.ts';
+
+/** refresh-failure.ts's MAX_BACKOFF_MS (not exported there): a failing connection waits at most 6 hours. */
+const MAX_BACKOFF_SECONDS = 6 * 3600;
+
+/** token-fetch's default `minValiditySeconds` (interface.md). */
+export const MIN_VALIDITY_SECONDS = 300;
+
+/** Token lifetimes as each CRM documents them (`expires_in`); Copper's tokens never expire. */
+export const LIFETIME_SECONDS: Record<CrmId, number | null> = {
+  close: 3600,
+  capsule: 604_799,
+  copper: null,
+};
+
+/**
+ * Worker concurrency per CRM (the event source mapping's maximumConcurrency).
+ * Placeholders until the dispatcher/worker work lands its defaults in
+ * infra/settings.ts; `npm run bench` prints which were used.
+ */
+export const DEFAULT_CAPS: Record<CrmId, number> = { close: 100, capsule: 10, copper: 10 };
+
+/** Lambda's ceiling for an SQS event source mapping's maximumConcurrency. */
+export const ESM_MAX_CONCURRENCY = 1000;
+
+const CALIBRATION = 'bench/results/refresh-calibration.json';
+
+/** Broker overhead per refresh, besides the CRM call: measured by the real-code bench when it has run. */
+export function brokerOverhead(path = CALIBRATION): { ms: number; source: string; calibrated: boolean } {
+  if (existsSync(path)) {
+    try {
+      const data = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+      for (const key of ['perRefreshOverheadMs', 'overheadMsPerRefresh', 'brokerOverheadMs', 'overheadMs']) {
+        const value = data[key];
+        if (typeof value === 'number' && Number.isFinite(value) && value >= 0) {
+          return { ms: value, source: `${path} (${key})`, calibrated: true };
+        }
+      }
+    } catch {
+      // An unreadable file is the same as none: say so below.
+    }
+  }
+  // docs/performance.md: 1,000 refreshes at concurrency 10 against a 100 ms CRM took 15.4 s, i.e.
+  // ~54 ms of store, lease and key work per refresh on top of the CRM's 100 ms.
+  return {
+    ms: 50,
+    source: 'uncalibrated default (scheduler bench: ~54 ms per refresh beyond the CRM)',
+    calibrated: false,
+  };
+}
+
+export interface Scenario {
+  name: string;
+  params: ModelParams;
+  /** What this scenario changes from the defaults, for the report. */
+  note: string;
+}
+
+/** The defaults for `connections`: the code's rules, the documented lifetimes, one third per CRM. */
+export function defaultParams(connections: number, overrides: Partial<ModelParams> = {}): ModelParams {
+  const config = loadConfig({ KMS_KEY_ID: 'model' });
+  const overhead = brokerOverhead();
+  const crm = (id: CrmId): CrmModel => {
+    const provider = providerData[id];
+    return {
+      id,
+      share: 1 / 3,
+      lifetimeSeconds: LIFETIME_SECONDS[id],
+      cap: DEFAULT_CAPS[id],
+      // A refresh waits REFRESH_ATTEMPT_TIMEOUT_MS per attempt; a health check (Copper) the provider timeout.
+      attemptTimeoutMs: provider.refreshable ? REFRESH_ATTEMPT_TIMEOUT_MS : config.providerTimeoutMs,
+      retry: provider.refreshable ? REFRESH_RETRY : { maxAttempts: 1, baseDelayMs: 0, maxDelayMs: 0 },
+      retryWindowMs: REFRESH_CALL_MAX_MS - REFRESH_ATTEMPT_TIMEOUT_MS,
+      retryAmbiguous: provider.refreshTokenRotation === 'never',
+    };
+  };
+  return {
+    connections,
+    crms: [crm('copper'), crm('capsule'), crm('close')],
+    seed: 13,
+    windowSeconds: 2 * 3600,
+    tickSeconds: 60,
+    refreshLeadSeconds: config.refreshLeadSeconds,
+    minValiditySeconds: MIN_VALIDITY_SECONDS,
+    refreshIntervalSeconds: config.refreshIntervalSeconds,
+    maxBackoffSeconds: MAX_BACKOFF_SECONDS,
+    healthCheckIntervalSeconds: config.healthCheckIntervalSeconds,
+    // The dispatcher's claim window as the work in progress derives it (visibility timeout x receives + one run).
+    claimWindowSeconds: 1800,
+    dispatcher: {
+      // 16 claims in flight at ~8 ms each, plus one SQS send per 10: ~1,300 claims a second (assumed).
+      itemsPerSecond: 1300,
+      maxPerRun: 20_000,
+    },
+    worker: {
+      batchSize: 10,
+      batchMode: 'sequential',
+      batchOverheadMs: 20,
+      overheadMs: overhead.ms,
+      staleMs: 10,
+    },
+    latency: { kind: 'lognormal', p50Ms: 300, p99Ms: 3000 },
+    outage: { crm: 'close', startSeconds: 3600, durationSeconds: 600, mode: 'timeout' },
+    maxQueued: 4 * connections + 100_000,
+    ...overrides,
+  };
+}

@@ -1,0 +1,240 @@
+/**
+ * The refresh pipeline model at 1,000,000 and 10,000,000 connections: runs the
+ * scenarios, prints their figures against the targets, writes
+ * `bench/results/refresh-model.json` and the chart `docs/img/refresh-model.svg`.
+ * `npm run bench` calls `runRefreshModel`; alone: `npx tsx bench/model/run-model.ts`.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { type RunSummary, ratePerSecond, serviceSeconds, summarize } from './analysis.ts';
+import { chartSvg } from './chart.ts';
+import { DEFAULT_CAPS, ESM_MAX_CONCURRENCY, brokerOverhead, defaultParams } from './defaults.ts';
+import { type CrmId, type ModelParams, type ModelRun, simulate } from './model.ts';
+
+export type Row = { figure: string; measured: string; target: string; verdict: 'PASS' | 'MISS' | '' };
+type Print = (title: string, rows: Row[]) => void;
+
+const TARGET_ON_TIME = 0.9999;
+const CHART = 'docs/img/refresh-model.svg';
+const RESULTS = 'bench/results/refresh-model.json';
+
+const verdict = (ok: boolean): 'PASS' | 'MISS' => (ok ? 'PASS' : 'MISS');
+const pct = (x: number, digits = 4) => `${(100 * x).toFixed(digits)} %`;
+const sec = (ms: number) => (ms < 10_000 ? `${(ms / 1000).toFixed(2)} s` : `${(ms / 1000).toFixed(0)} s`);
+const int = (n: number) => Math.round(n).toLocaleString('en');
+
+/** The settings 10M connections need: caps from Little's law with 50% headroom, a dispatcher that keeps up. */
+export function sizedFor(connections: number): Partial<ModelParams> {
+  const base = defaultParams(connections);
+  const service = serviceSeconds(base);
+  const crms = base.crms.map((crm) => {
+    const need = ratePerSecond(base, crm, Math.round(connections * crm.share)) * service;
+    return {
+      ...crm,
+      cap: Math.min(ESM_MAX_CONCURRENCY, Math.max(DEFAULT_CAPS[crm.id], Math.ceil(need * 1.5))),
+    };
+  });
+  // 64 claims in flight (~5,000 a second) and room for ~1.3 minutes of due connections per run.
+  return { crms, dispatcher: { itemsPerSecond: 5000, maxPerRun: 100_000 } };
+}
+
+/** What the defaults cannot carry, with numbers: per-run limit, dispatcher rate, caps. */
+function capacityRows(params: ModelParams, label: string): Row[] {
+  const service = serviceSeconds(params);
+  const rows: Row[] = [];
+  let total = 0;
+  for (const crm of params.crms) {
+    const n = Math.round(params.connections * crm.share);
+    const rate = ratePerSecond(params, crm, n);
+    total += rate;
+    const need = rate * service;
+    rows.push({
+      figure: `${label} ${crm.id}: invocations needed (Little: ${rate.toFixed(1)}/s x ${service.toFixed(3)} s)`,
+      measured: `${need.toFixed(1)} vs cap ${crm.cap}${crm.cap > ESM_MAX_CONCURRENCY ? ' (above the 1,000 ESM maximum)' : ''}`,
+      target: 'needed <= cap (cap <= 1,000)',
+      verdict: verdict(need <= crm.cap && crm.cap <= ESM_MAX_CONCURRENCY),
+    });
+  }
+  const perRun = total * params.tickSeconds;
+  rows.push({
+    figure: `${label} dispatcher: due per run vs per-run limit`,
+    measured: `${int(perRun)} vs ${int(params.dispatcher.maxPerRun)}`,
+    target: 'due per run <= limit',
+    verdict: verdict(perRun <= params.dispatcher.maxPerRun),
+  });
+  rows.push({
+    figure: `${label} dispatcher: claims per second needed vs its rate`,
+    measured: `${total.toFixed(0)} vs ${int(params.dispatcher.itemsPerSecond)}`,
+    target: 'needed <= rate',
+    verdict: verdict(total <= params.dispatcher.itemsPerSecond),
+  });
+  return rows;
+}
+
+function figureRows(label: string, s: RunSummary): Row[] {
+  const rows: Row[] = [];
+  if (s.overloadedAtSeconds !== undefined) {
+    rows.push({
+      figure: `${label}: run stopped, a queue outgrew its bound`,
+      measured: `at ${s.overloadedAtSeconds} s`,
+      target: 'no unbounded queue',
+      verdict: 'MISS',
+    });
+  }
+  rows.push({
+    figure: `${label}: refreshes stored before the token fell under minValiditySeconds (outside the outage)`,
+    measured: pct(s.onTimeShareOutside),
+    target: '>= 99.99 %',
+    verdict: verdict(s.onTimeShareOutside >= TARGET_ON_TIME),
+  });
+  for (const c of s.crms) {
+    rows.push({
+      figure: `${label} ${c.crm}: queue age p50 / p99 / max (outside the outage)`,
+      measured: `${sec(c.queueAge.p50Ms)} / ${sec(c.queueAge.p99Ms)} / ${sec(c.queueAge.maxMs)}`,
+      target: 'max well under the 600 s slack',
+      verdict: verdict(c.queueAge.maxMs < 600_000),
+    });
+    rows.push({
+      figure: `${label} ${c.crm}: due -> stored p50 / p99 / max; ${c.onTimeShare === null ? 'never expires' : `on time ${pct(c.onTimeShare)}`}`,
+      measured: `${sec(c.delay.p50Ms)} / ${sec(c.delay.p99Ms)} / ${sec(c.delay.maxMs)}`,
+      target: '< 600 s (lead 900 s - minValidity 300 s)',
+      verdict: verdict(c.delay.maxMs < 600_000),
+    });
+    rows.push({
+      figure: `${label} ${c.crm}: invocations busy (measured) / needed (Little) / cap`,
+      measured: `${c.need.measuredBusy.toFixed(1)} / ${c.need.needed.toFixed(1)} / ${c.need.cap}`,
+      target: 'needed <= cap',
+      verdict: verdict(c.need.needed <= c.need.cap),
+    });
+  }
+  const o = s.outage;
+  if (o) {
+    rows.push({
+      figure: `${label} ${o.crm} outage (${(o.endSeconds - o.startSeconds) / 60} min, ${o.mode}): cycles due around it that fell under minValidity`,
+      measured: `${int(o.fellUnder)} of ${int(o.cyclesDue)} (${int(o.expired)} expired outright, ${int(o.unfinished)} not stored by the end)`,
+      target: '',
+      verdict: '',
+    });
+    rows.push({
+      figure: `${label} ${o.crm} outage: most tokens under at once / lowest share valid`,
+      measured: `${int(o.peakUnder)} / ${pct(o.lowestShareValid, 2)}`,
+      target: '',
+      verdict: '',
+    });
+    rows.push({
+      figure: `${label} ${o.crm} outage: queue age p50 / p99 / max during outage + recovery`,
+      measured: `${sec(o.queueAge.p50Ms)} / ${sec(o.queueAge.p99Ms)} / ${sec(o.queueAge.maxMs)}`,
+      target: '',
+      verdict: '',
+    });
+    rows.push({
+      figure: `${label} ${o.crm} outage: recovery after its end (queue age back <= ${sec(o.normalQueueAgeMs)} for 10 min)`,
+      measured:
+        o.recoverySeconds === null ? 'not within the window' : `${(o.recoverySeconds / 60).toFixed(0)} min`,
+      target: '',
+      verdict: '',
+    });
+    rows.push({
+      figure: `${label} ${o.crm} outage: until every token is valid >= minValidity again`,
+      measured:
+        o.allValidAgainSeconds === null
+          ? 'not within the window'
+          : `${(o.allValidAgainSeconds / 60).toFixed(0)} min after its end`,
+      target: '',
+      verdict: '',
+    });
+    const others = s.crms.filter((c) => c.crm !== o.crm);
+    rows.push({
+      figure: `${label}: late refreshes at the CRMs without the outage`,
+      measured: others.map((c) => `${c.crm} ${c.lateOutside}`).join(', '),
+      target: '0',
+      verdict: verdict(others.every((c) => c.lateOutside === 0)),
+    });
+  }
+  return rows;
+}
+
+export interface ModelResults {
+  overhead: ReturnType<typeof brokerOverhead>;
+  caps: { defaults: Record<CrmId, number>; source: string };
+  scenarios: { name: string; note: string; seconds: number; summary: RunSummary; capacity: Row[] }[];
+  totalSeconds: number;
+}
+
+export function runRefreshModel(
+  print: Print = (t, r) => (console.log(`\n## ${t}`), console.table(r)),
+): ModelResults {
+  const started = performance.now();
+  const overhead = brokerOverhead();
+  const withOutage = (params: ModelParams, mode: 'timeout' | 'error'): ModelParams => ({
+    ...params,
+    outage: params.outage && { ...params.outage, mode },
+  });
+  const sized = sizedFor(10_000_000);
+  const scenarios = (['timeout', 'error'] as const).flatMap((mode) => [
+    {
+      name: `1M, ${mode}`,
+      note: `default settings; the Close outage ${mode === 'timeout' ? 'times out every attempt' : 'answers 503 at once'}`,
+      params: withOutage(defaultParams(1_000_000), mode),
+    },
+    {
+      name: `10M, ${mode}`,
+      note: `caps sized by Little's law (+50%, at most 1,000), dispatcher 100,000 per run at ~5,000/s; outage ${mode}`,
+      params: withOutage(defaultParams(10_000_000, sized), mode),
+    },
+  ]);
+  print(`6. Refresh model: inputs`, [
+    {
+      figure: 'broker overhead per refresh (besides the CRM call)',
+      measured: `${overhead.ms} ms`,
+      target: overhead.source,
+      verdict: '',
+    },
+    {
+      figure: 'worker caps (maximumConcurrency), defaults',
+      measured: JSON.stringify(DEFAULT_CAPS),
+      target: 'placeholders until infra/settings.ts has them',
+      verdict: '',
+    },
+    {
+      figure: 'CRM latency',
+      measured: 'lognormal p50 300 ms, p99 3 s (mean 0.49 s)',
+      target: '',
+      verdict: '',
+    },
+  ]);
+  // What the defaults would do at 10M, by arithmetic (simulating a collapse teaches nothing more).
+  print(
+    '6. Refresh model: can the default settings carry 10M?',
+    capacityRows(defaultParams(10_000_000), '10M defaults'),
+  );
+  const out: ModelResults['scenarios'] = [];
+  const charted: { label: string; run: ModelRun }[] = [];
+  for (const sc of scenarios) {
+    const t = performance.now();
+    const run = simulate(sc.params);
+    const seconds = (performance.now() - t) / 1000;
+    const summary = summarize(run);
+    const capacity = capacityRows(sc.params, sc.name);
+    print(
+      `6. Refresh model, ${sc.name} connections (${sc.note}; ${sc.params.windowSeconds / 3600} h simulated in ${seconds.toFixed(1)} s)`,
+      [...figureRows(sc.name, summary), ...capacity],
+    );
+    out.push({ name: sc.name, note: sc.note, seconds, summary, capacity });
+    charted.push({ label: sc.name, run });
+  }
+  mkdirSync(dirname(CHART), { recursive: true });
+  writeFileSync(CHART, chartSvg(charted));
+  const results: ModelResults = {
+    overhead,
+    caps: { defaults: DEFAULT_CAPS, source: 'bench/model/defaults.ts (placeholders)' },
+    scenarios: out,
+    totalSeconds: (performance.now() - started) / 1000,
+  };
+  mkdirSync(dirname(RESULTS), { recursive: true });
+  writeFileSync(RESULTS, JSON.stringify(results, null, 2));
+  console.log(`\nwrote ${RESULTS} and ${CHART} (model: ${results.totalSeconds.toFixed(0)} s)`);
+  return results;
+}
+
+if (process.argv[1]?.endsWith('run-model.ts')) runRefreshModel();

@@ -1,0 +1,151 @@
+/**
+ * The refresh pipeline model's mechanics (bench/model), on inputs small enough
+ * to work out by hand. No timing: speed belongs in `npm run bench`.
+ */
+import { describe, expect, it } from 'vitest';
+import { summarize } from '../../bench/model/analysis.ts';
+import { defaultParams } from '../../bench/model/defaults.ts';
+import { type CrmId, type ModelParams, simulate } from '../../bench/model/model.ts';
+import { loadConfig } from '../../functions/adapters/lambda/config.ts';
+import { dueSlot } from '../../functions/core/domain/due-slot.ts';
+
+const sum = (a: Float64Array) => a.reduce((x, y) => x + y, 0);
+
+/** A small scenario: explicit due times per CRM, instant dispatcher, no broker overhead. */
+function tiny(overrides: Partial<ModelParams>, due: Partial<Record<CrmId, number[]>>): ModelParams {
+  const base = defaultParams(0);
+  return {
+    ...base,
+    windowSeconds: 2 * 3600,
+    outage: undefined,
+    initialDueSeconds: due,
+    crms: base.crms.map((c) => ({ ...c, cap: Number.POSITIVE_INFINITY })),
+    dispatcher: { itemsPerSecond: Number.POSITIVE_INFINITY, maxPerRun: Number.POSITIVE_INFINITY },
+    worker: { batchSize: 1, batchMode: 'sequential', batchOverheadMs: 0, overheadMs: 0, staleMs: 0 },
+    latency: { kind: 'fixed', ms: 0 },
+    ...overrides,
+  };
+}
+
+const crm = (run: ReturnType<typeof simulate>, id: CrmId) => {
+  const found = run.crms.find((c) => c.id === id);
+  if (!found) throw new Error(`no ${id}`);
+  return found;
+};
+
+const spreadDue = (n: number, over: number) =>
+  Array.from({ length: n }, (_, i) => Math.floor((i * over) / n));
+
+describe('refresh pipeline model', () => {
+  it('with zero latency and unbounded caps, every refresh is stored on time', () => {
+    const run = simulate(
+      tiny({}, { close: spreadDue(300, 2700), capsule: spreadDue(50, 3600), copper: spreadDue(50, 3600) }),
+    );
+    for (const id of ['close', 'capsule', 'copper'] as const) {
+      const c = crm(run, id);
+      expect(c.totals.refreshed).toBeGreaterThan(0);
+      expect(sum(c.byDue.late)).toBe(0);
+      expect(sum(c.byDue.unfinishedLate)).toBe(0);
+      expect(Math.max(...c.minute.ageMaxMs)).toBe(0);
+    }
+    // Close's tokens live an hour and are refreshed 15 minutes early: each of the 300 is refreshed
+    // at least twice in two hours (due in the first 45 minutes, then 45 minutes after each refresh).
+    expect(crm(run, 'close').totals.refreshed).toBeGreaterThanOrEqual(600);
+    expect(summarize(run).onTimeShareOutside).toBe(1);
+  });
+
+  it('with a cap of 1 and a fixed latency, queue ages are the arithmetic of one worker', () => {
+    const latency = 2_000;
+    // Ten Close connections due in the same dispatcher run, one worker taking one message at a time.
+    // Half an hour: each is refreshed once (the next is due 45 minutes later).
+    const params = tiny(
+      { latency: { kind: 'fixed', ms: latency }, windowSeconds: 1800 },
+      { close: Array(10).fill(100) },
+    );
+    params.crms = params.crms.map((c) => (c.id === 'close' ? { ...c, cap: 1 } : c));
+    const run = simulate(params);
+    const close = crm(run, 'close');
+    // Dispatched at 120 s; the k-th message waits k refreshes: 0, 2, ..., 18 s.
+    expect(sum(close.minute.received)).toBe(10);
+    expect(Math.max(...close.minute.ageMaxMs)).toBe(9 * latency);
+    expect(sum(close.minute.ageSumMs)).toBe(45 * latency);
+    // Due at 100 s, stored 20 s after the run at 120 s at the latest: all on time.
+    expect(sum(close.byDue.onTime)).toBe(10);
+    expect(sum(close.byDue.late)).toBe(0);
+  });
+
+  it('a batch handled one message at a time holds the worker for the whole batch', () => {
+    const latency = 1_000;
+    const params = tiny(
+      {
+        latency: { kind: 'fixed', ms: latency },
+        windowSeconds: 1800,
+        worker: { batchSize: 10, batchMode: 'sequential', batchOverheadMs: 0, overheadMs: 0, staleMs: 0 },
+      },
+      { close: Array(20).fill(30) },
+    );
+    params.crms = params.crms.map((c) => (c.id === 'close' ? { ...c, cap: 1 } : c));
+    const close = crm(simulate(params), 'close');
+    // The first ten are received at once (age 0); the next ten when the first batch is done (10 s).
+    expect(sum(close.minute.ageSumMs)).toBe(10 * 10 * latency);
+    expect(Math.max(...close.minute.ageMaxMs)).toBe(10 * latency);
+    expect(close.minute.busySeconds[1]).toBe(20);
+  });
+
+  it('an outage makes refreshes late only at the CRM that failed, and every failure is backed off', () => {
+    const params = tiny(
+      {
+        latency: { kind: 'fixed', ms: 100 },
+        // The backoff base, fixed here so the bound below is this test's arithmetic.
+        refreshIntervalSeconds: 300,
+        outage: { crm: 'close', startSeconds: 1800, durationSeconds: 600, mode: 'error' },
+      },
+      { close: spreadDue(450, 2700), capsule: spreadDue(100, 3600), copper: spreadDue(100, 3600) },
+    );
+    const run = simulate(params);
+    const close = crm(run, 'close');
+    expect(close.totals.failed).toBeGreaterThan(0);
+    expect(sum(close.byDue.late)).toBeGreaterThan(0);
+    for (const id of ['capsule', 'copper'] as const) {
+      expect(crm(run, id).totals.failed).toBe(0);
+      expect(sum(crm(run, id).byDue.late)).toBe(0);
+    }
+    const summary = summarize(run);
+    expect(summary.outage?.fellUnder).toBeGreaterThan(0);
+    expect(summary.outage?.allValidAgainSeconds).not.toBeNull();
+    // Outside the outage and its recovery, every refresh is on time.
+    expect(summary.onTimeShareOutside).toBe(1);
+    // The 100 connections handed out during the outage (due after 1,740 s, read by the runs from 1,800 s
+    // to 2,340 s) fail; each waits out a backoff of at least 0.75 x 300 s before it is handed out again,
+    // so none fails more than twice in 10 minutes (without backoff it would fail every minute).
+    expect(close.totals.failed).toBeGreaterThanOrEqual(100);
+    expect(close.totals.failed).toBeLessThanOrEqual(200);
+  });
+
+  it('the same seed gives the same run; another seed another one', () => {
+    const params = { ...defaultParams(3000), windowSeconds: 3600 };
+    const a = summarize(simulate(params));
+    const b = summarize(simulate(params));
+    const c = summarize(simulate({ ...params, seed: params.seed + 1 }));
+    expect(b).toEqual(a);
+    expect(c.crms.map((x) => x.delay)).not.toEqual(a.crms.map((x) => x.delay));
+  });
+
+  it("schedules with the code's rule: due a lead window before expiry, half the lifetime at most", () => {
+    const config = loadConfig({ KMS_KEY_ID: 'model' });
+    // One Close connection due at 60 s, refreshed at once: next due = refresh + 3600 s - lead.
+    const run = simulate(tiny({ windowSeconds: 3 * 3600 }, { close: [60] }));
+    const close = crm(run, 'close');
+    const refreshedAt = 60_000;
+    const expected = dueSlot(config, {
+      expiresAt: refreshedAt + 3600_000,
+      refreshable: true,
+      now: refreshedAt,
+      issuedLifetimeSeconds: 3600,
+    }).dueAt as number;
+    // It is refreshed again in the dispatcher run at or after that due time.
+    const secondMinute = Math.ceil(expected / 60);
+    expect(close.minute.completed[secondMinute]).toBe(1);
+    expect(close.totals.refreshed).toBe(Math.floor((3 * 3600 - 60) / (expected - 60)) + 1);
+  });
+});
