@@ -81,7 +81,11 @@ export interface CrmRequest {
 export interface CrmAnswer {
   status: number;
   headers: Record<string, string>;
+  /** Parsed JSON, a string, base64 of a binary body, or null; `bodyEncoding` says which. */
   body: unknown;
+  bodyEncoding: 'json' | 'text' | 'base64' | 'none';
+  /** The CRM's body was too large for a Lambda answer and was left out (`body: null`); the call did happen. */
+  bodyTooLarge: boolean;
   /** Set when the answer is a 429 (from the CRM, or from the broker's shared budget for the CRM account). */
   retryAfterSeconds: number | null;
 }

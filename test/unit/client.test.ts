@@ -494,6 +494,9 @@ describe('fetch: the token goes only under the API base (paths refused before an
     '/me?x=1',
     '/me#frag',
     '/me /x',
+    '/search%20term',
+    '/me%C2%A0',
+    '/%c3%28',
     '/me\t',
     '/me\r\nHost: evil',
     '/me\u0000',
@@ -524,21 +527,16 @@ describe('fetch: the token goes only under the API base (paths refused before an
     expect(crm.calls).toHaveLength(0);
   });
 
-  it.each([
-    '/me/',
-    '/account',
-    '/users/current',
-    '/lead/lead_abc123/',
-    '/a:b;c=d',
-    '/search%20term',
-    '/x-y_z~',
-  ])('accepts %j and calls it under the API base', async (path) => {
-    const lambda = new FakeLambda(() => ({ ...tokenAnswer('t', null), apiBaseUrl: `${API}/` }));
-    const crm = fakeCrm(() => new Response('ok'));
-    const client = clientWith(lambda, { fetch: crm.fetch });
-    expect((await client.fetch(CONN, path)).status).toBe(200);
-    expect(crm.calls[0]!.url.href).toBe(`${API}${path}`);
-  });
+  it.each(['/me/', '/account', '/users/current', '/lead/lead_abc123/', '/a:b;c=d', '/caf%C3%A9', '/x-y_z~'])(
+    'accepts %j and calls it under the API base',
+    async (path) => {
+      const lambda = new FakeLambda(() => ({ ...tokenAnswer('t', null), apiBaseUrl: `${API}/` }));
+      const crm = fakeCrm(() => new Response('ok'));
+      const client = clientWith(lambda, { fetch: crm.fetch });
+      expect((await client.fetch(CONN, path)).status).toBe(200);
+      expect(crm.calls[0]!.url.href).toBe(`${API}${path}`);
+    },
+  );
 });
 
 describe('request: through crm-request', () => {
@@ -547,6 +545,8 @@ describe('request: through crm-request', () => {
       status: 429,
       headers: { 'content-type': 'application/json' },
       body: { error: 'slow down' },
+      bodyEncoding: 'json',
+      bodyTooLarge: false,
       retryAfterSeconds: 7,
     };
     const lambda = new FakeLambda(() => answer);

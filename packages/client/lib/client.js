@@ -137,10 +137,22 @@ function answerOf(value) {
   ) {
     throw new BrokerError('InvalidResponse', 'crm-request answered with an unexpected shape');
   }
+  const body = value.body ?? null;
+  const encodings = ['json', 'text', 'base64', 'none'];
   return {
     status: value.status,
     headers: /** @type {Record<string, string>} */ (value.headers),
-    body: value.body ?? null,
+    body,
+    bodyEncoding: /** @type {CrmAnswer['bodyEncoding']} */ (
+      encodings.includes(/** @type {string} */ (value.bodyEncoding))
+        ? value.bodyEncoding
+        : body === null
+          ? 'none'
+          : typeof body === 'string'
+            ? 'text'
+            : 'json'
+    ),
+    bodyTooLarge: value.bodyTooLarge === true,
     retryAfterSeconds: /** @type {number | null | undefined} */ (value.retryAfterSeconds) ?? null,
   };
 }

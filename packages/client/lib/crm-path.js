@@ -21,6 +21,10 @@ const PATH_CHARACTERS = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:/]|%[0-9A-Fa-f]{2})*$/;
  */
 const REFUSED_ENCODINGS = /%(?:2e|2f|5c|25|40|3f|23|[01][0-9a-f]|7f)/i;
 
+/** What the path may not hold once decoded either (as crm-request checks): `\`, `@`, `#`, `?`, whitespace, controls. */
+// eslint-disable-next-line no-control-regex -- refusing control characters is the point
+const REFUSED_ONCE_DECODED = /[\\@#?\s\x00-\x1f\x7f]/u;
+
 /**
  * Checks a path relative to a CRM's API base, e.g. `/me/` or `/parties/42`; throws `InvalidRequest`
  * (without echoing the path, which may carry ids the caller considers private) when it is not one.
@@ -39,6 +43,16 @@ export function checkApiPath(path) {
     return refuse("may hold only RFC 3986 path characters, without '@', '\\', '?', '#' or whitespace");
   }
   if (REFUSED_ENCODINGS.test(path)) return refuse('must not percent-encode dots, slashes, backslashes or %');
+  // `%` itself is refused above, so one decoding is all there is to look through.
+  let decoded;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    return refuse('must percent-encode only valid UTF-8');
+  }
+  if (REFUSED_ONCE_DECODED.test(decoded)) {
+    return refuse("must not encode '@', '\\', '?', '#', whitespace or control characters");
+  }
   const segments = path.slice(1).split('/');
   for (const [i, segment] of segments.entries()) {
     if (segment === '.' || segment === '..') return refuse("must not have '.' or '..' segments");
