@@ -4,6 +4,8 @@
  * wiring (adapters/lambda/wiring.ts) hands each function the ones it uses.
  */
 import type { Config } from './domain/config.ts';
+import type { CrmAnswer } from './domain/crm-call.ts';
+import type { CrmMethod } from './domain/api-path.ts';
 import type { RequestLimits, RetryPolicy } from './domain/crm-errors.ts';
 import type { EventPublisher } from './domain/events.ts';
 import type { CountMetric, DurationMetric } from './domain/metric-names.ts';
@@ -108,6 +110,23 @@ export interface CrmClient {
   verifyAccessToken(provider: ProviderDefinition, accessToken: string): Promise<boolean>;
 }
 
+/**
+ * Calls to a CRM's API on a caller's behalf (`crm-request`): one request, no
+ * redirect followed, no retry. Answers whatever the status; throws
+ * `CrmUnreachable` (crm-call.ts) when no answer came.
+ */
+export interface CrmApi {
+  send(request: {
+    url: URL;
+    method: CrmMethod;
+    headers: Record<string, string>;
+    body?: string;
+    timeoutMs: number;
+    /** Bodies larger than this are not read (`tooLarge`). */
+    maxBodyBytes: number;
+  }): Promise<CrmAnswer>;
+}
+
 /** Structured logs: ids and codes only, never a token, code, state, cookie or secret. */
 export interface Log {
   info(message: string, ...attributes: Record<string, unknown>[]): void;
@@ -127,6 +146,8 @@ export interface RateBudgetState {
   /** The limit the CRM's headers reported, and when that was learned (epoch ms). */
   limit?: number;
   limitLearnedAt?: number;
+  /** Epoch ms before which the CRM said no request may start (a 429, a spent window). */
+  blockedUntil?: number;
 }
 
 /** One slot taken from a budget: the two cases of `tat = max(tat, now) + interval`, each one conditional write. */
@@ -135,6 +156,15 @@ export type RateBudgetTake =
   | { kind: 'idle'; now: number; tat: number }
   /** Requests are queued (`now < tat <= latestTat`): `tat` grows by `intervalMs`. */
   | { kind: 'queued'; now: number; latestTat: number; intervalMs: number };
+
+/** What a CRM answer changes in a budget (each field only when given). */
+export interface RateBudgetRestriction {
+  now: number;
+  tatAtLeast?: number;
+  blockedUntil?: number;
+  limit?: number;
+  limitLearnedAt?: number;
+}
 
 /**
  * The rate budget of each CRM account, shared by every caller of that account
@@ -145,11 +175,13 @@ export interface RateBudgetStore {
   cached(budgetId: string): RateBudgetState | undefined;
   /** One conditional write: `taken` with the state after it, or not taken with the state as found. */
   take(budgetId: string, take: RateBudgetTake): Promise<{ taken: boolean; state: RateBudgetState }>;
-  /** Raises `tat` to at least `tatAtLeast` (never lowers it) and/or records a learned limit. */
-  restrict(
-    budgetId: string,
-    change: { now: number; tatAtLeast?: number; limit?: number; limitLearnedAt?: number },
-  ): Promise<void>;
+  /** The budget as stored now (a consistent read): for a caller that waited, to see a block set meanwhile. */
+  read(budgetId: string): Promise<RateBudgetState>;
+  /**
+   * Raises `tat` to at least `tatAtLeast` and `blockedUntil` to at least `blockedUntil` (never
+   * lowers either) and/or records a learned limit.
+   */
+  restrict(budgetId: string, change: RateBudgetRestriction): Promise<void>;
 }
 
 /** Everything a use case may use. */
@@ -158,6 +190,7 @@ export interface Deps {
   store: ConnectionStore;
   envelope: TokenCipher;
   oauth: CrmClient;
+  crmApi: CrmApi;
   events: EventPublisher;
   logger: Log;
   metrics: Metrics;

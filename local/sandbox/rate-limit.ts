@@ -123,7 +123,7 @@ export class SandboxRateLimiter {
             };
       if (allowed) for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
       else {
-        const retry =
+        const retry: Record<string, string> =
           crm.rateLimit.style === 'ratelimit-fields'
             ? { 'Retry-After': String(Math.max(1, Math.ceil((endsAt - now) / 1000))) }
             : {};

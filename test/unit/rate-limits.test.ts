@@ -16,7 +16,13 @@ import {
 } from '../../functions/core/domain/rate-limits.ts';
 import { resolveProviders } from '../../functions/core/domain/providers.ts';
 import type { ConnectionRecord } from '../../functions/core/domain/records.ts';
-import type { Deps, RateBudgetState, RateBudgetStore, RateBudgetTake } from '../../functions/core/ports.ts';
+import type {
+  Deps,
+  RateBudgetRestriction,
+  RateBudgetState,
+  RateBudgetStore,
+  RateBudgetTake,
+} from '../../functions/core/ports.ts';
 import {
   LIMIT_RELEARN_MS,
   admitRequest,
@@ -243,14 +249,21 @@ class MemoryBudgets implements RateBudgetStore {
     return { taken: ok, state: { ...item } };
   }
 
-  async restrict(
-    id: string,
-    change: { now: number; tatAtLeast?: number; limit?: number; limitLearnedAt?: number },
-  ) {
+  async read(id: string) {
+    this.operations++;
+    const item = { ...this.items.get(id) };
+    this.seen.set(id, { ...item });
+    return item;
+  }
+
+  async restrict(id: string, change: RateBudgetRestriction) {
     this.operations++;
     const item = { ...this.items.get(id) };
     if (change.tatAtLeast !== undefined && (item.tat === undefined || item.tat < change.tatAtLeast)) {
       item.tat = change.tatAtLeast;
+    }
+    if (change.blockedUntil !== undefined && (item.blockedUntil ?? 0) < change.blockedUntil) {
+      item.blockedUntil = change.blockedUntil;
     }
     if (change.limit !== undefined) {
       item.limit = change.limit;
@@ -319,8 +332,9 @@ describe('admitRequest and recordCrmAnswer', () => {
     const refused = answers.filter((a) => !a.admitted);
     expect(refused).toHaveLength(5);
     for (const r of refused) expect(r).toEqual({ admitted: false, retryAfterSeconds: 1 });
-    // A refusal known from this process's last view costs no store operation.
-    expect(w.budgets.operations).toBeLessThan(15);
+    // The first costs one write; each waiter its write and one read after the wait; a refusal
+    // already known from this process's last view costs nothing.
+    expect(w.budgets.operations).toBe(1 + 9 * 2);
   });
 
   it('holds every caller of the account after a 429 until Retry-After, then admits', async () => {
@@ -336,6 +350,37 @@ describe('admitRequest and recordCrmAnswer', () => {
     });
     expect(await admitRequest(w.deps, sibling, w.now() + 5000)).toEqual({ admitted: true });
     expect(w.slept).toEqual([3000]);
+  });
+
+  it('a caller waiting for its slot when another meets a 429 queues again behind the block', async () => {
+    const w = world({ CLOSE_RATE_LIMIT: '10/1' });
+    const c = connection('close');
+    expect(await admitRequest(w.deps, c, w.now() + 10_000)).toEqual({ admitted: true });
+    const start = w.now();
+    // While the second caller sleeps towards its slot, the first caller's answer is a 429.
+    const sleep = w.deps.sleep;
+    let first = true;
+    w.deps.sleep = async (ms) => {
+      if (first) {
+        first = false;
+        await recordCrmAnswer(w.deps, c, { status: 429, headers: { 'retry-after': '2' } });
+      }
+      await sleep(ms);
+    };
+    expect(await admitRequest(w.deps, c, w.now() + 10_000)).toEqual({ admitted: true });
+    expect(w.now() - start).toBeGreaterThanOrEqual(2000);
+    // ...and with no time for the block, it is refused with the block's wait.
+    const w2 = world({ CLOSE_RATE_LIMIT: '10/1' });
+    await admitRequest(w2.deps, c, w2.now());
+    const sleep2 = w2.deps.sleep;
+    w2.deps.sleep = async (ms) => {
+      await recordCrmAnswer(w2.deps, c, { status: 429, headers: { 'retry-after': '30' } });
+      await sleep2(ms);
+    };
+    expect(await admitRequest(w2.deps, c, w2.now() + 10_000)).toEqual({
+      admitted: false,
+      retryAfterSeconds: 30,
+    });
   });
 
   it('holds callers when the CRM says the window is spent, until its reset', async () => {

@@ -19,7 +19,12 @@ import {
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
-import type { RateBudgetState, RateBudgetStore, RateBudgetTake } from '../../core/ports.ts';
+import type {
+  RateBudgetRestriction,
+  RateBudgetState,
+  RateBudgetStore,
+  RateBudgetTake,
+} from '../../core/ports.ts';
 import { TTL_ATTRIBUTE } from '../../../manifest/table.ts';
 import { keys } from './keys.ts';
 
@@ -45,6 +50,8 @@ function stateOf(item: Record<string, AttributeValue> | undefined): RateBudgetSt
   const tat = num(raw.tat);
   const limit = num(raw.limit);
   const limitLearnedAt = num(raw.limitLearnedAt);
+  const blockedUntil = num(raw.blockedUntil);
+  if (blockedUntil !== undefined) state.blockedUntil = blockedUntil;
   if (tat !== undefined) state.tat = tat;
   if (limit !== undefined) state.limit = limit;
   if (limitLearnedAt !== undefined) state.limitLearnedAt = limitLearnedAt;
@@ -102,47 +109,60 @@ export class DynamoRateBudgets implements RateBudgetStore {
     } catch (err) {
       const failed = conditionFailure(err);
       if (!failed) throw err;
-      const item = failed.Item ?? (await this.read(budgetId));
+      const item = failed.Item ?? (await this.readItem(budgetId));
       return { taken: false, state: this.remember(budgetId, stateOf(item)) };
     }
   }
 
-  async restrict(
-    budgetId: string,
-    change: { now: number; tatAtLeast?: number; limit?: number; limitLearnedAt?: number },
-  ): Promise<void> {
+  async read(budgetId: string): Promise<RateBudgetState> {
+    return this.remember(budgetId, stateOf(await this.readItem(budgetId)));
+  }
+
+  /**
+   * Up to two writes, each only ever raising what it sets, each only when this
+   * process does not already know it holds: `tat` (with a learned limit), then
+   * `blockedUntil`. Called only when the CRM said something new (a 429, a spent
+   * or tighter window, a new limit), never for a healthy answer.
+   */
+  async restrict(budgetId: string, change: RateBudgetRestriction): Promise<void> {
     const learn =
       change.limit !== undefined && change.limitLearnedAt !== undefined
-        ? { limit: change.limit, limitLearnedAt: change.limitLearnedAt }
+        ? { ':limit': change.limit, ':learnedAt': change.limitLearnedAt }
         : undefined;
+    const learnNames = { '#limit': 'limit', '#learnedAt': 'limitLearnedAt' };
+    let learned = false;
     if (change.tatAtLeast !== undefined) {
       const tat = change.tatAtLeast;
-      const raised = await this.update(budgetId, {
+      learned = await this.update(budgetId, {
         UpdateExpression: `SET #tat = :tat, #ttl = :ttl${learn ? ', #limit = :limit, #learnedAt = :learnedAt' : ''}`,
-        // Only ever later: a slot another caller already reserved beyond it stays reserved.
+        // Only ever later: slots other callers already reserved beyond it stay theirs.
         ConditionExpression: 'attribute_not_exists(#tat) OR #tat < :tat',
-        ExpressionAttributeNames: {
-          ...NAMES,
-          ...(learn ? { '#limit': 'limit', '#learnedAt': 'limitLearnedAt' } : {}),
-        },
+        ExpressionAttributeNames: { ...NAMES, ...(learn ? learnNames : {}) },
         ExpressionAttributeValues: marshall({
           ':tat': tat,
           ':ttl': expiry(Math.max(tat, change.now)),
-          ...(learn ? { ':limit': learn.limit, ':learnedAt': learn.limitLearnedAt } : {}),
+          ...learn,
         }),
       });
-      if (raised || !learn) return;
     }
-    if (!learn) return;
-    await this.update(budgetId, {
-      UpdateExpression: 'SET #limit = :limit, #learnedAt = :learnedAt, #ttl = if_not_exists(#ttl, :ttl)',
-      ExpressionAttributeNames: { '#limit': 'limit', '#learnedAt': 'limitLearnedAt', '#ttl': TTL_ATTRIBUTE },
-      ExpressionAttributeValues: marshall({
-        ':limit': learn.limit,
-        ':learnedAt': learn.limitLearnedAt,
-        ':ttl': expiry(change.now),
-      }),
-    });
+    if (learn && !learned) {
+      await this.update(budgetId, {
+        UpdateExpression: 'SET #limit = :limit, #learnedAt = :learnedAt, #ttl = if_not_exists(#ttl, :ttl)',
+        ExpressionAttributeNames: { ...learnNames, '#ttl': TTL_ATTRIBUTE },
+        ExpressionAttributeValues: marshall({ ...learn, ':ttl': expiry(change.now) }),
+      });
+    }
+    if (change.blockedUntil !== undefined) {
+      await this.update(budgetId, {
+        UpdateExpression: 'SET #blocked = :blocked, #ttl = if_not_exists(#ttl, :ttl)',
+        ConditionExpression: 'attribute_not_exists(#blocked) OR #blocked < :blocked',
+        ExpressionAttributeNames: { '#blocked': 'blockedUntil', '#ttl': TTL_ATTRIBUTE },
+        ExpressionAttributeValues: marshall({
+          ':blocked': change.blockedUntil,
+          ':ttl': expiry(Math.max(change.blockedUntil, change.now)),
+        }),
+      });
+    }
   }
 
   /** One UpdateItem; true if written, false if its condition failed (the state as found is remembered). */
@@ -173,7 +193,7 @@ export class DynamoRateBudgets implements RateBudgetStore {
     }
   }
 
-  private async read(budgetId: string): Promise<Record<string, AttributeValue> | undefined> {
+  private async readItem(budgetId: string): Promise<Record<string, AttributeValue> | undefined> {
     const out = await this.db.send(
       new GetItemCommand({
         TableName: this.tableName,

@@ -199,11 +199,12 @@ export const latestTatFor = (latestStart: number, shape: BudgetShape): number =>
   latestStart + shape.toleranceMs;
 
 /**
- * The smallest `tat` that honours what the CRM said: nothing before `until`
- * (a 429's Retry-After, or a spent window's reset), or at most `remaining`
- * more before `resetAt`. Undefined when the answer says nothing binding.
+ * Until when the CRM said no request may start: a 429's `Retry-After` (or its
+ * window's reset; for a bare 429, as Copper's, a tenth of the window, the time
+ * the budget takes to earn its burst back), or the reset of a window it says
+ * is spent. Undefined when the answer holds nobody back.
  */
-export function tatFloor(
+export function holdUntil(
   observation: RateLimitObservation,
   rateLimited: boolean,
   shape: BudgetShape,
@@ -213,10 +214,25 @@ export function tatFloor(
     const waitMs =
       observation.retryAfterMs ??
       (observation.resetAt !== undefined ? observation.resetAt - now : undefined) ??
-      // A bare 429 (Copper): a tenth of the window, the time the budget takes to earn its burst back.
       shape.burst * shape.intervalMs;
-    return now + waitMs + shape.toleranceMs;
+    return now + waitMs;
   }
+  return observation.remaining === 0 ? observation.resetAt : undefined;
+}
+
+/**
+ * The smallest `tat` that honours what the CRM said: nothing before
+ * `holdUntil`, and at most `remaining` more before `resetAt`. Undefined when
+ * the answer says nothing binding.
+ */
+export function tatFloor(
+  observation: RateLimitObservation,
+  rateLimited: boolean,
+  shape: BudgetShape,
+  now: number,
+): number | undefined {
+  const hold = holdUntil(observation, rateLimited, shape, now);
+  if (rateLimited && hold !== undefined) return hold + shape.toleranceMs;
   const { remaining, resetAt } = observation;
   if (remaining === undefined || resetAt === undefined) return undefined;
   // Slots start at `tat - tolerance`, one per interval: exactly `remaining` of them before `resetAt`.

@@ -7,13 +7,16 @@
  * both checks and takes; no read first) and nothing after the answer; the
  * answer is written back only when the CRM says something the budget did not
  * already know (a 429, a spent or tighter window, a new limit). A caller that
- * must wait reserves its slot with that same write and sleeps until it: no
+ * must wait reserves its slot with that same write and sleeps until it, then
+ * reads the budget once (to see a 429 another caller met meanwhile): no
  * polling, no stampede when the budget frees up.
  */
 import {
+  type BudgetShape,
   type RateLimitPolicy,
   budgetShape,
   earliestStart,
+  holdUntil,
   latestTatFor,
   parseRateLimitHeaders,
   tatAfterTake,
@@ -27,7 +30,10 @@ export type Admission = { admitted: true } | { admitted: false; retryAfterSecond
 /** A learned limit higher than the stored one is adopted only after this long (Close's groups differ). */
 export const LIMIT_RELEARN_MS = 3600_000;
 
-/** Enough for a guess of the wrong case, then the right one, then a race lost to another caller. */
+/**
+ * Enough for a guess of the wrong case, then the right one, then a race lost to
+ * another caller, or a wait that found a block and queues again.
+ */
 const TAKE_ATTEMPTS = 4;
 
 /**
@@ -45,6 +51,11 @@ function shapeOf(policy: RateLimitPolicy, state: RateBudgetState | undefined) {
   return budgetShape(state?.limit ?? policy.requests, policy.windowSeconds);
 }
 
+/** When the budget lets a request start, at the earliest: its `tat`, and any block the CRM set. */
+function startOf(state: RateBudgetState | undefined, shape: BudgetShape, now: number): number {
+  return Math.max(earliestStart(state?.tat, shape, now), state?.blockedUntil ?? now);
+}
+
 /** Before each CRM call: waits while the account's shared budget is spent if the wait fits before `deadline` (epoch ms), else refuses. */
 export async function admitRequest(
   deps: Deps,
@@ -58,11 +69,9 @@ export async function admitRequest(
   for (let attempt = 1; attempt <= TAKE_ATTEMPTS; attempt++) {
     const now = deps.now();
     const shape = shapeOf(policy, state);
-    const start = earliestStart(state?.tat, shape, now);
-    if (state && start > deadline) {
-      waitUntil = start;
-      break;
-    }
+    waitUntil = startOf(state, shape, now);
+    // The stored `tat` only ever grows: if this process's last view is already too late, so is the table.
+    if (state && waitUntil > deadline) break;
     // Which of the two conditional writes of `tat = max(tat, now) + interval` to try: this process's last view.
     const queued = state?.tat !== undefined && state.tat > now;
     const result = await deps.rateBudgets.take(
@@ -72,13 +81,15 @@ export async function admitRequest(
         : { kind: 'idle', now, tat: tatAfterTake(undefined, shape, now) },
     );
     state = result.state;
-    if (result.taken) {
-      // The slot reserved: the new `tat` less one interval is where this request's slot began.
-      const slot = earliestStart((state.tat ?? now) - shape.intervalMs, shape, now);
-      if (slot > now) await deps.sleep(slot - now);
-      return { admitted: true };
-    }
-    waitUntil = earliestStart(state.tat, shapeOf(policy, state), now);
+    if (!result.taken) continue;
+    // The new `tat` less one interval is where this request's reserved slot began.
+    const slot = earliestStart((state.tat ?? now) - shape.intervalMs, shape, now);
+    if (slot <= now) return { admitted: true };
+    await deps.sleep(slot - now);
+    // A caller that waited looks once more (one read): a 429 or a spent window that any caller
+    // of the account met meanwhile holds it too, and it queues again behind the block.
+    state = await deps.rateBudgets.read(id);
+    if ((state.blockedUntil ?? 0) <= deps.now()) return { admitted: true };
   }
   const waitMs = Math.max(0, waitUntil - deps.now());
   return { admitted: false, retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) };
@@ -106,19 +117,23 @@ export async function recordCrmAnswer(
       now - (state.limitLearnedAt ?? 0) >= LIMIT_RELEARN_MS);
   const shape = shapeOf(policy, learn ? { ...state, limit: learned } : state);
   const floor = tatFloor(observation, rateLimited, shape, now);
+  const hold = holdUntil(observation, rateLimited, shape, now);
+  // Written only when this process does not already know the table holds it: a healthy answer costs nothing.
   const raise = floor !== undefined && floor > (state?.tat ?? Number.NEGATIVE_INFINITY);
+  const block = hold !== undefined && hold > now && hold > (state?.blockedUntil ?? Number.NEGATIVE_INFINITY);
   if (rateLimited) {
-    deps.logger.warn('the CRM answered 429: the account budget waits', {
+    deps.logger.warn('the CRM answered 429: every caller of the account waits', {
       connectionId: connection.connectionId,
       provider: connection.provider,
-      waitMs: floor === undefined ? undefined : Math.round(floor - shape.toleranceMs - now),
+      waitMs: hold === undefined ? undefined : Math.max(0, Math.round(hold - now)),
     });
   }
-  if (!raise && !learn) return;
+  if (!raise && !block && !learn) return;
   try {
     await deps.rateBudgets.restrict(id, {
       now,
       ...(raise ? { tatAtLeast: Math.ceil(floor) } : {}),
+      ...(block ? { blockedUntil: Math.ceil(hold) } : {}),
       ...(learn ? { limit: learned, limitLearnedAt: now } : {}),
     });
   } catch (err) {
