@@ -4,6 +4,7 @@ import * as authorize from '../functions/authorize.ts';
 import * as callback from '../functions/callback.ts';
 import * as connectSession from '../functions/connect-session.ts';
 import * as connections from '../functions/connections.ts';
+import * as crmRequest from '../functions/crm-request.ts';
 import type { BrokerDeps } from '../functions/adapters/lambda/wiring.ts';
 import type { FunctionName } from '../manifest/functions.ts';
 import * as refresh from '../functions/refresh.ts';
@@ -20,4 +21,5 @@ export const handlerFactories: Record<FunctionName, (deps: BrokerDeps) => AnyHan
   connections: connections.createHandler,
   refresh: refresh.createHandler,
   'refresh-scheduled': (deps) => refreshScheduled.createHandler(deps),
+  'crm-request': crmRequest.createHandler,
 };

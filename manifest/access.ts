@@ -25,6 +25,8 @@ export interface FunctionAccess {
   readonly clientSecrets?: boolean;
   /** Publishes lifecycle events to the broker's bus. */
   readonly events?: boolean;
+  /** Calls a CRM's API with a connection's token (`crm-request`): no AWS permission, a port only. */
+  readonly crmApi?: boolean;
 }
 
 export const functionAccess: Readonly<Record<FunctionName, FunctionAccess>> = {
@@ -60,6 +62,16 @@ export const functionAccess: Readonly<Record<FunctionName, FunctionAccess>> = {
     tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
     clientSecrets: true,
     events: true,
+  },
+  // crmRequest: as token-fetch (getConnection, decrypt, a refresh under the lease when the token is due
+  // or the CRM answered 401), the account's rate budget item (GetItem, conditional UpdateItem), and the
+  // CRM's API.
+  'crm-request': {
+    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+    tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
+    clientSecrets: true,
+    events: true,
+    crmApi: true,
   },
   // fetchToken with forceRefresh: as token-fetch.
   refresh: {

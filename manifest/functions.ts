@@ -19,6 +19,7 @@ export const functionNames = [
   'connections',
   'refresh',
   'refresh-scheduled',
+  'crm-request',
 ] as const;
 export type FunctionName = (typeof functionNames)[number];
 
@@ -56,6 +57,12 @@ export const functionSettings: Readonly<Record<FunctionName, FunctionSettings>> 
   'token-fetch': { description: 'Returns a valid access token', timeoutSeconds: 100, memoryMb: 256 },
   connections: { description: 'Lists, gets and deletes connections', timeoutSeconds: 125, memoryMb: 256 },
   refresh: { description: 'Forces a refresh of one connection', timeoutSeconds: 100, memoryMb: 256 },
+  // A refresh after a 401 between two CRM calls (crm-call.ts); 512 MB for answers of up to 5.5 MB.
+  'crm-request': {
+    description: 'Calls the CRM API with a connection token',
+    timeoutSeconds: 160,
+    memoryMb: 512,
+  },
   'refresh-scheduled': { description: 'Refreshes tokens due soon', timeoutSeconds: 300, memoryMb: 512 },
 };
 
@@ -87,6 +94,7 @@ export const invokableFunctions: readonly FunctionName[] = [
   'connections',
   'refresh',
   'refresh-scheduled',
+  'crm-request',
 ];
 
 /** Matches a concrete path against a route path; returns the path parameters or undefined. */

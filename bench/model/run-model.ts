@@ -170,19 +170,25 @@ export function runRefreshModel(
     ...params,
     outage: params.outage && { ...params.outage, mode },
   });
+  const base = defaultParams(1_000_000);
   const sized = sizedFor(10_000_000);
-  const scenarios = (['timeout', 'error'] as const).flatMap((mode) => [
-    {
-      name: `1M, ${mode}`,
-      note: `default settings; the Close outage ${mode === 'timeout' ? 'times out every attempt' : 'answers 503 at once'}`,
-      params: withOutage(defaultParams(1_000_000), mode),
-    },
-    {
-      name: `10M, ${mode}`,
-      note: `caps sized by Little's law (+50%, at most 1,000), dispatcher 100,000 per run at ~5,000/s; outage ${mode}`,
-      params: withOutage(defaultParams(10_000_000, sized), mode),
-    },
-  ]);
+  // 10M with the sized caps runs at the same utilization as 1M with the defaults, so its fast-503 outage
+  // repeats 1M's proportions; it is left out to keep the bench short (set BENCH_MODEL_ALL=1 to run it).
+  const all = process.env.BENCH_MODEL_ALL === '1';
+  const scenarios = (['timeout', 'error'] as const)
+    .flatMap((mode) => [
+      {
+        name: `1M, ${mode}`,
+        note: `default settings; the Close outage ${mode === 'timeout' ? 'times out every attempt' : 'answers 503 at once'}`,
+        params: withOutage(defaultParams(1_000_000), mode),
+      },
+      {
+        name: `10M, ${mode}`,
+        note: `caps sized by Little's law (+50%, at most 1,000), dispatcher 100,000 per run at ~5,000/s; outage ${mode}`,
+        params: withOutage(defaultParams(10_000_000, sized), mode),
+      },
+    ])
+    .filter((sc) => all || sc.name !== '10M, error');
   print(`6. Refresh model: inputs`, [
     {
       figure: 'broker overhead per refresh (besides the CRM call)',
@@ -194,6 +200,18 @@ export function runRefreshModel(
       figure: 'worker caps (maximumConcurrency), defaults',
       measured: JSON.stringify(DEFAULT_CAPS),
       target: 'placeholders until infra/settings.ts has them',
+      verdict: '',
+    },
+    {
+      figure: 'from the code: refresh lead / backoff base / health check / attempt timeout',
+      measured: `${base.refreshLeadSeconds} s / ${base.refreshIntervalSeconds} s x 2^(n-1) / ${base.healthCheckIntervalSeconds} s / ${(base.crms.find((c) => c.id === 'close')?.attemptTimeoutMs ?? 0) / 1000} s`,
+      target: 'due-slot.ts, refresh-failure.ts, config.ts, timeline.ts',
+      verdict: '',
+    },
+    {
+      figure: 'pipeline: claim window / batch / dispatcher rate and per-run limit',
+      measured: `${base.claimWindowSeconds} s / ${base.worker.batchSize} ${base.worker.batchMode} / ${base.dispatcher.itemsPerSecond}/s, ${base.dispatcher.maxPerRun} per run`,
+      target: 'assumed (bench/model/defaults.ts)',
       verdict: '',
     },
     {

@@ -109,6 +109,16 @@ const expected: Record<FunctionName, Statement[]> = {
     clientSecrets,
     publishEvents,
   ],
+  // crmRequest -> as token-fetch (a refresh under the lease when the token is due or the CRM answered 401),
+  // plus the account's rate budget item (GetItem, conditional UpdateItem); the CRM API needs no AWS permission.
+  'crm-request': [
+    ownLogs('crm-request'),
+    tableItems('GetItem', 'UpdateItem'),
+    tableAtRest,
+    tokenEnvelopes('Decrypt', 'GenerateDataKey'),
+    clientSecrets,
+    publishEvents,
+  ],
   // fetchToken with forceRefresh: as token-fetch.
   refresh: [
     ownLogs('refresh'),

@@ -164,6 +164,7 @@ describe('functions', () => {
     'token-fetch': withSecretsAndEvents,
     connections: withSecretsAndEvents,
     refresh: withSecretsAndEvents,
+    'crm-request': withSecretsAndEvents,
     'refresh-scheduled': withSecretsAndEvents,
   };
 

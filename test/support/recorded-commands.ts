@@ -76,6 +76,8 @@ const PORT_RESOURCE: Record<UngrantedCall['port'], string> = {
   tokenKey: TOKEN_KEY,
   clientSecrets: CLIENT_SECRETS,
   events: EVENT_BUS,
+  // No AWS resource: a function not granted the CRM API calling it is still a call outside its grants.
+  crmApi: 'the CRM API',
 };
 
 /** What a manifest entry grants, as infra/broker-function.ts's bind helpers turn it into the role's statements. */

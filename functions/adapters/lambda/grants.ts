@@ -10,9 +10,10 @@ import type { FunctionName } from '../../../manifest/functions.ts';
 import type { ClientSecrets } from '../crm/oauth-client.ts';
 import type { EventPublisher } from '../eventbridge/events.ts';
 import type { KeyProvider } from '../kms/envelope.ts';
+import type { CrmApi } from '../../core/ports.ts';
 
 /** The ports a manifest entry grants or not (the table is every function's). */
-export type GrantedPort = 'tokenKey' | 'clientSecrets' | 'events';
+export type GrantedPort = 'tokenKey' | 'clientSecrets' | 'events' | 'crmApi';
 
 /** A call to a port the function is not granted. */
 export interface UngrantedCall {
@@ -92,4 +93,9 @@ export const ungrantedClientSecrets = (
 
 export const ungrantedEvents = (fn: FunctionName, listener?: UngrantedCallListener): EventPublisher => ({
   publish: refuse({ function: fn, port: 'events', call: 'publish', action: 'events:PutEvents' }, listener),
+});
+
+/** The CRM API for a function not granted `crmApi` (only `crm-request` calls a CRM's API for a caller). */
+export const ungrantedCrmApi = (fn: FunctionName, listener?: UngrantedCallListener): CrmApi => ({
+  send: refuse({ function: fn, port: 'crmApi', call: 'send', action: 'crm:ApiRequest' }, listener),
 });

@@ -22,6 +22,7 @@ import { createLogger } from './logger.ts';
 import { type BrokerMetrics, createMetrics } from './metrics.ts';
 import { OAuthClient } from '../crm/oauth-client.ts';
 import { ProviderHttp } from '../crm/crm-http.ts';
+import { FetchCrmApi } from '../crm/crm-api.ts';
 import { ConfiguredClientSecrets } from '../secrets/client-secrets.ts';
 import type { Deps } from '../../core/ports.ts';
 import { Store } from '../dynamodb/store.ts';
@@ -33,6 +34,7 @@ import {
   type UngrantedCallListener,
   grantedKeyProvider,
   ungrantedClientSecrets,
+  ungrantedCrmApi,
   ungrantedEvents,
 } from './grants.ts';
 
@@ -83,6 +85,7 @@ const EVERY_PORT: FunctionAccess = {
   tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
   clientSecrets: true,
   events: true,
+  crmApi: true,
 };
 
 /** The token key: KMS when `KMS_KEY_ID` is set, else the local master key (one per process, or shared locally). */
@@ -155,6 +158,11 @@ function wire(
           : new MemoryEventLog()))
       : ungrantedEvents(grants.name, listener);
 
+  const crmApi =
+    !grants || grants.access.crmApi
+      ? new FetchCrmApi(overrides.fetch)
+      : ungrantedCrmApi(grants.name, listener);
+
   const http = new ProviderHttp({ timeoutMs: config.providerTimeoutMs, fetch: overrides.fetch, now, sleep });
   const dynamo =
     overrides.dynamo ?? observed(new DynamoDBClient(awsClientOptions(env.AWS_ENDPOINT_URL_DYNAMODB)));
@@ -166,6 +174,7 @@ function wire(
     // Intermediate keys shared by every container through the table (docs/key-hierarchy.md).
     envelope: new Envelope(keyProvider, undefined, now, new TableKeyRing(dynamo, config.tableName)),
     oauth: new OAuthClient(http, secrets),
+    crmApi,
     events,
     logger,
     metrics: overrides.metrics ?? createMetrics(env),

@@ -65,7 +65,11 @@ export function hashMatches(token: string, sha256: string): boolean {
   return given.length === stored.length && timingSafeEqual(stored, given);
 }
 
-export async function fetchToken(deps: Deps, request: FetchRequest): Promise<TokenAnswer> {
+/** The owned connection as stored once its token is good for the request, and that token. */
+export async function currentToken(
+  deps: Deps,
+  request: FetchRequest,
+): Promise<{ connection: ConnectionRecord; accessToken: string }> {
   const startedAt = deps.now();
   let connection = await ownedConnection(deps, request.connectionId, request.ownerId);
   if (connection.status === 'needs_reauth') throw new NeedsReauth();
@@ -91,14 +95,19 @@ export async function fetchToken(deps: Deps, request: FetchRequest): Promise<Tok
     tokens = undefined;
   }
   tokens ??= await decryptTokens(deps, connection);
+  return { connection, accessToken: tokens.accessToken };
+}
+
+export async function fetchToken(deps: Deps, request: FetchRequest): Promise<TokenAnswer> {
+  const { connection, accessToken } = await currentToken(deps, request);
   const provider = deps.config.providers[connection.provider];
   return {
     connectionId: connection.connectionId,
     provider: connection.provider,
-    accessToken: tokens.accessToken,
+    accessToken,
     tokenType: 'Bearer',
     expiresAt: iso(connection.expiresAt),
     apiBaseUrl: provider.apiBaseUrl,
-    headers: { ...provider.apiHeaders, Authorization: `Bearer ${tokens.accessToken}` },
+    headers: { ...provider.apiHeaders, Authorization: `Bearer ${accessToken}` },
   };
 }

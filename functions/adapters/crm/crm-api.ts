@@ -1,0 +1,85 @@
+/**
+ * The `CrmApi` port over fetch (undici in Node), as crm-http.ts calls the CRMs:
+ * a timeout on every call, redirects never followed (a 3xx is the answer, so
+ * the token never travels to where a `Location` points), and a cap on the
+ * body read. No retries here: the use case decides what may be repeated.
+ */
+import type { CrmMethod } from '../../core/domain/api-path.ts';
+import { type CrmAnswer, CrmUnreachable } from '../../core/domain/crm-call.ts';
+import type { CrmApi } from '../../core/ports.ts';
+
+/** Network errors raised before the request could have left this machine (as crm-http.ts). */
+const NOT_SENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+const neverSent = (err: unknown): boolean => {
+  const code = (err as { cause?: { code?: unknown } } | undefined)?.cause?.code;
+  return typeof code === 'string' && NOT_SENT_CODES.has(code);
+};
+
+/** Reads at most `maxBytes`; past that the rest is dropped and the body reported too large. */
+async function readCapped(
+  response: Response,
+  maxBytes: number,
+): Promise<{ body: Uint8Array | null; tooLarge: boolean }> {
+  const declared = Number(response.headers.get('content-length') ?? '0');
+  if (declared > maxBytes) {
+    await response.body?.cancel();
+    return { body: null, tooLarge: true };
+  }
+  if (!response.body) return { body: null, tooLarge: false };
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel();
+      return { body: null, tooLarge: true };
+    }
+    chunks.push(value);
+  }
+  return { body: size === 0 ? null : Buffer.concat(chunks), tooLarge: false };
+}
+
+export class FetchCrmApi implements CrmApi {
+  constructor(private readonly fetchImpl: typeof fetch = globalThis.fetch) {}
+
+  async send(request: {
+    url: URL;
+    method: CrmMethod;
+    headers: Record<string, string>;
+    body?: string;
+    timeoutMs: number;
+    maxBodyBytes: number;
+  }): Promise<CrmAnswer> {
+    try {
+      const response = await this.fetchImpl(request.url, {
+        method: request.method,
+        headers: request.headers,
+        ...(request.body !== undefined ? { body: request.body } : {}),
+        redirect: 'manual',
+        signal: AbortSignal.timeout(request.timeoutMs),
+      });
+      const headers: Record<string, string> = {};
+      response.headers.forEach((value, name) => {
+        headers[name] = value;
+      });
+      const { body, tooLarge } =
+        request.method === 'HEAD'
+          ? { body: null, tooLarge: false }
+          : await readCapped(response, request.maxBodyBytes);
+      return { status: response.status, headers, body, tooLarge };
+    } catch (err) {
+      // The error may quote the URL (a path the caller chose, never the token); keep only whether it left.
+      throw new CrmUnreachable(!neverSent(err), { cause: err });
+    }
+  }
+}
