@@ -36,6 +36,7 @@ import { ensureTable } from '../local/ensure-table.ts';
 import { startDynamoDbLocal } from '../test/support/dynamodb-local.ts';
 import { type KmsDouble, startKmsDouble } from '../test/support/kms-double.ts';
 import { bundleAndTime } from './bundle.ts';
+import { clientTokenCache } from './client-cache.ts';
 import { runRefreshModel } from './model/run-model.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
@@ -537,6 +538,8 @@ try {
   results.scheduler = await scheduler(embedded.endpoint, kms, sizes);
   results.coldStart = await coldStart();
   results.callback = await callbackPath(embedded.endpoint, kms);
+  // The client library's token cache against a local broker (bench/client-cache.ts).
+  results.clientTokenCache = await clientTokenCache(printTable);
 } finally {
   await ddbLocal.close();
   await embedded.close();
