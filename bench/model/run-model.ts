@@ -241,6 +241,25 @@ export function runRefreshModel(
     out.push({ name: sc.name, note: sc.note, seconds, summary, capacity });
     charted.push({ label: sc.name, run });
   }
+  if (all) {
+    // How Close's cap decides the outage's cost and the recovery at 1M (1x = the 67 Little's law needs).
+    const rows: Row[] = [];
+    for (const cap of [100, 134, 200]) {
+      for (const mode of ['timeout', 'error'] as const) {
+        const params = withOutage(defaultParams(1_000_000), mode);
+        params.crms = params.crms.map((c) => (c.id === 'close' ? { ...c, cap } : c));
+        const o = summarize(simulate(params)).outage;
+        if (!o) continue;
+        rows.push({
+          figure: `1M, Close cap ${cap}, ${mode}: fell under / expired / recovery / all valid again`,
+          measured: `${int(o.fellUnder)} / ${int(o.expired)} / ${o.recoverySeconds === null ? '-' : `${o.recoverySeconds / 60} min`} / ${o.allValidAgainSeconds === null ? '-' : `${o.allValidAgainSeconds / 60} min`}`,
+          target: '',
+          verdict: '',
+        });
+      }
+    }
+    print('6. Refresh model: Close cap sensitivity at 1M', rows);
+  }
   mkdirSync(dirname(CHART), { recursive: true });
   writeFileSync(CHART, chartSvg(charted));
   const results: ModelResults = {
