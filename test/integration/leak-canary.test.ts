@@ -4,7 +4,9 @@
  * item for the secrets that went by: codes, tokens, states, cookies, sessions,
  * client secrets. None may appear, except where the contract puts them (the
  * access token in `token-fetch`'s answer; the state in the redirect to the CRM;
- * the cookie in its own Set-Cookie).
+ * the cookie in its own Set-Cookie). `crm-request` calls (a query, a header, a
+ * body and path values of the caller's, a refused path, a 401) add their own
+ * canaries: nothing the caller sends, and no token, reaches a log line.
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -67,7 +69,38 @@ describe('leak canary', () => {
       );
       tokens.push(after.accessToken, ...(after.refreshToken ? [after.refreshToken] : []));
     }
+    // crm-request (security.md row 23 and row 8): query values, a header and a body of the caller's, and
+    // the tokens it sends, appear in no log line; its answers carry the CRM's body, never a token.
+    const callerSecrets = {
+      query: `query-canary-${crypto.randomUUID()}`,
+      header: `header-canary-${crypto.randomUUID()}`,
+      body: `body-canary-${crypto.randomUUID()}`,
+      path: `path-canary-${crypto.randomUUID()}`,
+    };
+    const crmAnswers: unknown[] = [];
+    const identityPaths = { copper: '/account', capsule: '/users/current', close: '/me/' } as const;
+    for (const [provider, id] of Object.entries(ids)) {
+      const path = identityPaths[provider as keyof typeof identityPaths];
+      for (const fields of [
+        { path, query: { q: callerSecrets.query }, headers: { 'X-Canary': callerSecrets.header } },
+        { method: 'POST', path, body: { secret: callerSecrets.body } },
+        { path: `/search/${callerSecrets.path}/` },
+        { path: `/../${callerSecrets.path}` },
+      ]) {
+        const out = await broker.invoke('crm-request', {
+          connectionId: id,
+          ownerId: 'owner-canary',
+          ...fields,
+        });
+        crmAnswers.push(out);
+      }
+    }
+    expect(crmAnswers.filter((a) => (a as { ok: boolean }).ok)).toHaveLength(9);
     broker.server.sandbox.revokeAll('close');
+    // A 401 at the CRM: the refresh that follows finds the grant dead.
+    expect(
+      await broker.invoke('crm-request', { connectionId: ids.close, ownerId: 'owner-canary', path: '/me/' }),
+    ).toMatchObject({ ok: false, errorType: 'NeedsReauth' });
     expect(await broker.invoke('token-fetch', { connectionId: ids.close, forceRefresh: true })).toMatchObject(
       {
         ok: false,
@@ -97,9 +130,9 @@ describe('leak canary', () => {
     const clientSecrets = Object.entries(broker.server.deps.config.clients).map(
       ([p]) => `sandbox-${p}-secret`,
     );
-    const canaries = [...new Set([...tokens, ...flowSecrets, ...clientSecrets])].filter(
-      (c) => c.length >= 16,
-    );
+    const canaries = [
+      ...new Set([...tokens, ...flowSecrets, ...clientSecrets, ...Object.values(callerSecrets)]),
+    ].filter((c) => c.length >= 16);
     expect(canaries.length).toBeGreaterThan(20);
 
     const haystacks: [string, string][] = [
@@ -107,6 +140,11 @@ describe('leak canary', () => {
       ['events', JSON.stringify(broker.server.events.events)],
       ['stored items', JSON.stringify(await broker.scan())],
     ];
+    // The CRM's answers go back to the caller as they are; no token of ours is in them.
+    const answersText = JSON.stringify(crmAnswers);
+    for (const token of tokens.filter((t) => t.length >= 16)) {
+      expect(answersText.includes(token), 'a token appears in a crm-request answer').toBe(false);
+    }
     for (const page of pages) {
       const path = new URL(page.url).pathname;
       if (path.startsWith('/sandbox/')) continue; // the CRM's own pages
