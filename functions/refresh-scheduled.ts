@@ -1,27 +1,21 @@
 /**
- * `refresh-scheduled` (EventBridge schedule): refreshes the tokens due within the
- * lead window, and health-checks tokens that never expire. It starts refreshes
- * only while a whole refresh still fits in the function's remaining time.
+ * `refresh-scheduled` (EventBridge schedule, every minute by default): the
+ * dispatcher. It finds the connections due within the lead window, claims each
+ * one and hands it to its CRM's refresh queue, where `refresh-worker` refreshes
+ * it; it also hands over connect results nobody confirmed in time, to be
+ * discarded. It reads no token and calls no CRM (docs/scale.md).
  */
 import type { Context } from 'aws-lambda';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';
 import { invokeHandler } from './adapters/lambda/middleware.ts';
-import { runScheduledRefresh } from './core/use-cases/scheduled-refresh.ts';
-import { AWS_CALL_MAX_MS, REFRESH_MAX_MS, functionDeadline } from './core/domain/timeline.ts';
-
-/** Without a Lambda context (a direct call): start refreshes for this long. */
-const DEFAULT_BUDGET_MS = 60_000;
+import { dispatchDueRefreshes } from './core/use-cases/dispatch-refreshes.ts';
+import { functionDeadline } from './core/domain/timeline.ts';
 
 export const createHandler = (deps: BrokerDeps) =>
-  invokeHandler(deps, 'refresh-scheduled', async (_event: unknown, context: Context) => {
-    const now = deps.now();
-    const deadline = functionDeadline(now, context.getRemainingTimeInMillis?.());
-    // Start a refresh only while its worst case (reading it, then the whole refresh) still fits.
-    const budgetMs =
-      deadline === undefined
-        ? DEFAULT_BUDGET_MS
-        : Math.max(0, deadline - now - AWS_CALL_MAX_MS - REFRESH_MAX_MS);
-    return runScheduledRefresh(deps, { budgetMs, ...(deadline ? { deadline } : {}) });
-  });
+  invokeHandler(deps, 'refresh-scheduled', async (_event: unknown, context: Context) =>
+    dispatchDueRefreshes(deps, {
+      deadline: functionDeadline(deps.now(), context.getRemainingTimeInMillis?.()),
+    }),
+  );
 
 export const handler = lambdaHandler('refresh-scheduled', (deps) => createHandler(deps));

@@ -35,7 +35,8 @@ import { startEmbeddedDynamo } from './embedded-store.ts';
 import { readBodyBytes } from './request-body.ts';
 import { ensureTable } from './ensure-table.ts';
 import { type AnyHandler, handlerFactories } from './functions.ts';
-import { homeRoutes } from './home.ts';
+import { FileEventLog } from './event-file.ts';
+import { type StripFigure, homeRoutes } from './home.ts';
 import { httpApiEvent, lambdaContext, scheduledEvent } from './lambda-events.ts';
 import { demoActionRefusal, serviceRequestRefusal } from './loopback-guard.ts';
 import { type Sandbox, createSandbox } from './sandbox/index.ts';
@@ -52,6 +53,10 @@ export interface LocalServerOptions {
   schedule?: boolean;
   /** Sandbox token lifetime override, to watch refreshes happen in minutes. */
   sandboxTokenLifetimeSeconds?: number;
+  /** Called with one short line per request (method, path without query, status, ms) and per event. */
+  log?: (line: string) => void;
+  /** More figures for the demo page's status strip. */
+  figures?: () => Promise<readonly StripFigure[]>;
   /**
    * Test hooks: a fetch, clock or DynamoDB client of their own, an observer of the AWS clients and
    * ports (it is handed the DynamoDB client too), a narrowed grant table.
@@ -66,7 +71,10 @@ export interface LocalServer {
   deps: BrokerDeps;
   /** What each function's handler was given: the ports its manifest entry grants, as in AWS. */
   functionDeps: Record<FunctionName, BrokerDeps>;
+  /** Lifecycle events: the latest in memory, and in `<dataDir>/events.jsonl` when there is a data folder. */
   events: MemoryEventLog;
+  /** Where the events are kept across restarts, if they are. */
+  eventsFile?: string;
   sandbox: Sandbox;
   /** Which providers are served by the sandbox (no client credentials configured). */
   sandboxProviders: ProviderId[];
@@ -141,7 +149,20 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
 
   // Listen first: the port is part of PUBLIC_BASE_URL, the redirect URIs and the sandbox's URLs.
   let app: ((req: IncomingMessage, res: ServerResponse) => Promise<void>) | undefined;
+  // What a request's log line adds to its status: an invocation's errorType.
+  const outcomes = new WeakMap<ServerResponse, string>();
   const server = createServer((req, res) => {
+    const log = options.log;
+    if (log) {
+      const started = process.hrtime.bigint();
+      res.once('finish', () => {
+        const ms = Number(process.hrtime.bigint() - started) / 1e6;
+        // The path only: query strings carry sessions, codes and states.
+        const path = (req.url ?? '/').split('?')[0];
+        const note = outcomes.get(res);
+        log(`${req.method ?? 'GET'} ${path} ${res.statusCode}${note ? ` ${note}` : ''} ${ms.toFixed(0)} ms`);
+      });
+    }
     if (!app) {
       res.writeHead(503).end('starting');
       return;
@@ -206,7 +227,18 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
     // Explicit settings win: a test may point one sandbox endpoint through a proxy of its own.
     for (const [key, value] of Object.entries(sandbox.env(sandboxProviders))) env[key] ??= value;
 
-    const events = new MemoryEventLog();
+    const eventsFile = dataDir !== null ? join(dataDir, 'events.jsonl') : undefined;
+    const log = options.log;
+    const events = eventsFile
+      ? new FileEventLog(
+          eventsFile,
+          log &&
+            ((e) =>
+              log(
+                `event ${e.type} ${e.detail.provider} ${e.detail.connectionId}${e.detail.reason ? ` ${e.detail.reason}` : ''}`,
+              )),
+        )
+      : new MemoryEventLog();
     // One table client and one key for all functions, as one table and one KMS key serve them in AWS.
     const keyProvider = options.overrides?.keyProvider ?? createKeyProvider(loadConfig(env), env, observer);
     const shared: DepsOverrides = { events, ...options.overrides, dynamo, keyProvider };
@@ -234,7 +266,21 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
         lambdaContext(name, functionSettings[name].timeoutSeconds * 1000),
       );
 
-    const home = homeRoutes({ deps, events, invoke, sandboxProviders, baseUrl });
+    // When the in-process schedule runs next (epoch ms), for the demo page.
+    let nextRunAt: number | undefined;
+    const home = homeRoutes({
+      deps,
+      events,
+      invoke,
+      sandboxProviders,
+      baseUrl,
+      port,
+      ...(options.schedule !== false
+        ? { schedule: { intervalSeconds: deps.config.refreshIntervalSeconds, nextRunAt: () => nextRunAt } }
+        : {}),
+      ...(eventsFile ? { eventsFile } : {}),
+      ...(options.figures ? { figures: options.figures } : {}),
+    });
 
     // The Invoke API and the IAM routes answer only loopback callers that no browser marks as another
     // site (loopback-guard.ts); a refusal is logged with its fixed reason, never a header value.
@@ -287,6 +333,7 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
           res.end(JSON.stringify(result ?? null));
         } catch (err) {
           const e = err as Error;
+          outcomes.set(res, e.name ?? 'Error');
           res.writeHead(200, {
             'Content-Type': 'application/json',
             'X-Amz-Executed-Version': '$LATEST',
@@ -348,11 +395,14 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
 
     // The scheduled refresh, in-process, on the same interval as the AWS schedule.
     if (options.schedule !== false) {
+      const intervalMs = deps.config.refreshIntervalSeconds * 1000;
+      nextRunAt = Date.now() + intervalMs;
       const timer = setInterval(() => {
+        nextRunAt = Date.now() + intervalMs;
         invoke('refresh-scheduled', scheduledEvent()).catch((err) =>
           console.error('scheduled refresh failed', (err as Error).name),
         );
-      }, deps.config.refreshIntervalSeconds * 1000);
+      }, intervalMs);
       timer.unref();
       closers.push(async () => clearInterval(timer));
     }
@@ -363,6 +413,7 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
       deps,
       functionDeps,
       events,
+      ...(eventsFile ? { eventsFile } : {}),
       sandbox,
       sandboxProviders,
       dynamo,

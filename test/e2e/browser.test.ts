@@ -352,6 +352,16 @@ describe('managing a connection from /', () => {
     expect((await row.locator('td.status').textContent())?.trim()).toBe('active');
     await screenshot(page, 'home-refreshed');
 
+    // Delete asks first: dismissed, nothing happens; accepted, the connection is gone.
+    const asked: string[] = [];
+    page.once('dialog', (dialog) => {
+      asked.push(dialog.message());
+      void dialog.dismiss();
+    });
+    await row.getByRole('button', { name: 'Delete', exact: true }).click();
+    expect(asked).toEqual([`Delete the Close connection ${connectionId}? Its grant is revoked at the CRM.`]);
+    expect(await broker.invoke('connections', { action: 'get', connectionId })).toMatchObject({ ok: true });
+    page.once('dialog', (dialog) => void dialog.accept());
     await row.getByRole('button', { name: 'Delete', exact: true }).click();
     await page.waitForURL((u) => u.searchParams.get('notice') === 'Connection deleted.');
     expect(await page.getByRole('status').filter({ hasText: 'Connection deleted.' }).count()).toBe(1);
@@ -395,24 +405,110 @@ describe('managing a connection from /', () => {
     expect((await broker.scan()).filter((i) => String(i.pk).startsWith('PENDING#'))).toEqual([]);
   });
 
-  it("the sandbox's Revoke button works in a real browser: after one scheduled run the connection needs re-authorization", async () => {
+  it("the sandbox's Revoke button works in a real browser: after one scheduled run / shows needs_reauth without a reload, and Reconnect makes it active again", async () => {
     const page = await newPage();
     await openConsent(page, base, CLOSE);
     await page.getByRole('radio', { name: ACME?.name }).check();
     const { connectionId, row } = await expectConnected(page, await decide(page, 'Allow'), CLOSE);
 
+    // The sandbox in a tab of its own; `/` stays open, never reloaded.
     // Under Referrer-Policy: no-referrer Chromium posts the form with `Origin: null`.
-    await page.goto(`${base}/sandbox/`);
-    const revoked = page.waitForResponse((r) => r.url().includes('/sandbox/_control/revoke'));
-    await page.getByRole('button', { name: 'Revoke every Close grant' }).click();
+    const sandbox = await page.context().newPage();
+    await sandbox.goto(`${base}/sandbox/`);
+    const revoked = sandbox.waitForResponse((r) => r.url().includes('/sandbox/_control/revoke'));
+    await sandbox.getByRole('button', { name: 'Revoke every Close grant' }).click();
     expect((await revoked).status()).toBe(303);
+    await sandbox.close();
 
+    let navigations = 0;
+    page.on('framenavigated', (frame) => {
+      if (frame === page.mainFrame()) navigations += 1;
+    });
     await makeDue(broker, connectionId);
+    // One scheduled run, through the local Invoke API as `node examples/refresh-now.mjs` does it.
     expect(await broker.invoke('refresh-scheduled', {})).toMatchObject({
       ok: true,
       value: { needsReauth: 1 },
     });
-    await page.goto(`${base}/`);
-    expect((await row.locator('td.status').textContent())?.trim()).toBe('needs_reauth');
+    await row.locator('td.status', { hasText: 'needs_reauth' }).waitFor();
+    expect(await row.locator('td.error').textContent()).toContain('invalid_grant');
+    await page.locator(`li[data-event="connection.needs_reauth"]`, { hasText: connectionId }).waitFor();
+    expect(navigations).toBe(0);
+    await screenshot(page, 'home-needs-reauth');
+
+    await row.getByRole('button', { name: 'Reconnect', exact: true }).click();
+    await page.getByRole('heading', { name: `Authorize ${crms.close.client.appName}` }).waitFor();
+    await page.getByRole('radio', { name: ACME?.name }).check();
+    const again = await expectConnected(page, await decide(page, 'Allow'), CLOSE);
+    expect(again.connectionId).toBe(connectionId);
+    expect(await broker.invoke('token-fetch', { connectionId, ownerId: 'demo-owner' })).toMatchObject({
+      ok: true,
+      value: { connectionId, provider: 'close' },
+    });
+  });
+});
+
+describe('the demo page keeps itself up to date', () => {
+  it('a connection id copied off / fetches its token, and that token calls the CRM', async () => {
+    const CAPSULE = PROVIDERS[1] as Provider;
+    const page = await newPage({ permissions: ['clipboard-read', 'clipboard-write'] });
+    await openConsent(page, base, CAPSULE);
+    const { connectionId, row } = await expectConnected(page, await decide(page, 'Allow'), CAPSULE);
+
+    await row.getByRole('button', { name: `Copy connection id ${connectionId}` }).click();
+    // In the page (a string: the tests are type-checked without the DOM library).
+    const clipboard = () => page.evaluate<string>('navigator.clipboard.readText()');
+    await expect.poll(clipboard).toMatch(/^conn_/);
+    const copied = await clipboard();
+    expect(copied).toBe(connectionId);
+    expect(await row.locator('code.id').textContent()).toBe(copied);
+
+    const token = await broker.invoke('token-fetch', { connectionId: copied, ownerId: 'demo-owner' });
+    if (!token.ok) throw new Error(`token-fetch failed: ${token.errorType}`);
+    expect(token.value).toMatchObject({ connectionId, provider: 'capsule' });
+    const identity = await fetch(`${token.value.apiBaseUrl}/users/current`, { headers: token.value.headers });
+    expect(identity.status).toBe(200);
+  });
+
+  it('a refresh shows on / by itself: a connection.refreshed event and the last refresh', async () => {
+    const page = await newPage();
+    await openConsent(page, base, CLOSE);
+    await page.getByRole('radio', { name: ACME?.name }).check();
+    const { connectionId, row } = await expectConnected(page, await decide(page, 'Allow'), CLOSE);
+    expect((await row.locator('td[data-label="Last refresh"]').textContent())?.trim()).toBe('not yet');
+    let navigations = 0;
+    page.on('framenavigated', (frame) => {
+      if (frame === page.mainFrame()) navigations += 1;
+    });
+
+    expect(await broker.invoke('refresh', { connectionId })).toMatchObject({ ok: true });
+    await page.locator('li[data-event="connection.refreshed"]', { hasText: connectionId }).waitFor();
+    const lastRefresh = row.locator('td[data-label="Last refresh"] time');
+    await lastRefresh.waitFor();
+    expect(await lastRefresh.textContent()).toMatch(/^(just now|\d+ s ago)$/);
+    // The exact time is the tooltip.
+    expect(await lastRefresh.getAttribute('title')).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$/);
+    expect(await row.locator('td[data-label="Token expires"] time').textContent()).toMatch(/^in \d+ min$/);
+    expect(navigations).toBe(0);
+  });
+
+  it.each([
+    { width: 1280, height: 900 },
+    { width: 390, height: 844 },
+  ])('fits $width px without horizontal scrolling, a long error included', async (viewport) => {
+    const page = await newPage({ viewport });
+    await openConsent(page, base, CLOSE);
+    await page.getByRole('radio', { name: GLOBEX?.name }).check();
+    const { connectionId, row } = await expectConnected(page, await decide(page, 'Allow'), CLOSE);
+    const longError = `provider_unavailable:${'x'.repeat(300)}`;
+    await makeDue(broker, connectionId, { expiresInMs: -60_000, extra: { lastError: longError } });
+
+    await row.locator('td.error', { hasText: 'provider_unavailable' }).waitFor();
+    expect((await row.locator('td.status').textContent())?.trim()).toBe('expired');
+    const overflow = await page.evaluate<number>(
+      'document.documentElement.scrollWidth - document.documentElement.clientWidth',
+    );
+    expect(overflow).toBe(0);
+    await screenshot(page, `home-${viewport.width}px`);
   });
 });
