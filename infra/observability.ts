@@ -35,6 +35,8 @@ export const emfMetricNames = [
   'ScheduledRunFailed',
   'ScheduledRunNeedsReauth',
   'ScheduledRunDeferred',
+  'ScheduledRunDispatched',
+  'RefreshDispatchFailed',
   'RequestsRefused',
   'UnexpectedFailures',
   'TokenFetchLatency',

@@ -5,6 +5,7 @@
  * Manager (see README.md, "Deploy to AWS").
  */
 import { type ProviderId, integerIn, originOf, providerIds } from '../manifest/functions.ts';
+import { DEFAULT_WORKER_CAPS, MAX_WORKER_CAP, MIN_WORKER_CAP } from '../manifest/refresh-queues.ts';
 
 export interface CustomDomain {
   /** e.g. `crm-auth.example.com`; becomes `PUBLIC_BASE_URL`. */
@@ -26,8 +27,14 @@ export interface BrokerSettings {
   /** Exact origins allowed for `returnTo`; unset means only the broker's own origin. */
   readonly returnToOrigins: readonly string[] | undefined;
   readonly customDomain: CustomDomain | undefined;
-  /** The scheduled refresh's rate, in minutes. */
+  /** The scheduled refresh dispatcher's rate, in minutes. */
   readonly refreshIntervalMinutes: number;
+  /**
+   * Each CRM's worker cap: refreshes in flight at once at its token endpoint, the maximum
+   * concurrency of its refresh queue's event source mapping (`<crm>RefreshWorkerCap`, 2 to 1000;
+   * defaults and their reasons in manifest/refresh-queues.ts and docs/scale.md).
+   */
+  readonly refreshWorkerCaps: Readonly<Record<ProviderId, number>>;
   /** How long before expiry the scheduler refreshes a token (`REFRESH_LEAD_SECONDS`); unset keeps the code's default. */
   readonly refreshLeadSeconds: number | undefined;
   readonly logRetentionDays: number;
@@ -61,6 +68,7 @@ export class SettingsError extends Error {
 }
 
 export const clientIdContextKey = (provider: ProviderId): string => `${provider}ClientId`;
+export const workerCapContextKey = (provider: ProviderId): string => `${provider}RefreshWorkerCap`;
 
 function text(read: ContextReader, key: string): string | undefined {
   const value = read(key);
@@ -152,7 +160,13 @@ export function readSettings(read: ContextReader): BrokerSettings {
     clientIds,
     returnToOrigins,
     customDomain: domainName && certificateArn ? { domainName, certificateArn } : undefined,
-    refreshIntervalMinutes: integer(read, 'refreshIntervalMinutes', 5, 1, 60),
+    refreshIntervalMinutes: integer(read, 'refreshIntervalMinutes', 1, 1, 60),
+    refreshWorkerCaps: Object.fromEntries(
+      providerIds.map((p) => [
+        p,
+        integer(read, workerCapContextKey(p), DEFAULT_WORKER_CAPS[p], MIN_WORKER_CAP, MAX_WORKER_CAP),
+      ]),
+    ) as Record<ProviderId, number>,
     refreshLeadSeconds:
       refreshLead === undefined || refreshLead === null || refreshLead === ''
         ? undefined

@@ -25,6 +25,7 @@ import { type FunctionName, functionNames, httpRoutes, invokableFunctions } from
 import { functionAccess } from '../manifest/access.ts';
 import { BrokerFunction } from './broker-function.ts';
 import { Observability } from './observability.ts';
+import { RefreshQueues } from './refresh-queues.ts';
 import type { BrokerSettings } from './settings.ts';
 import { functionNameFor, rolePathFor } from './stateful-stack.ts';
 
@@ -232,7 +233,7 @@ export class StatelessStack extends Stack {
       }),
     });
 
-    new Observability(this, 'Observability', {
+    const observability = new Observability(this, 'Observability', {
       prefix,
       namespace,
       functions,
@@ -241,6 +242,17 @@ export class StatelessStack extends Stack {
       refreshIntervalMinutes: settings.refreshIntervalMinutes,
       needsReauthAlarmThreshold: settings.needsReauthAlarmThreshold,
       alarmTopicArn: settings.alarmTopicArn,
+    });
+
+    // The dispatcher hands due connections to one queue per CRM; capped workers refresh them.
+    new RefreshQueues(this, 'RefreshQueues', {
+      prefix,
+      dispatcher: refreshScheduled,
+      worker: get('refresh-worker'),
+      caps: settings.refreshWorkerCaps,
+      namespace,
+      alarmTopicArn: settings.alarmTopicArn,
+      dashboard: observability.dashboard,
     });
 
     new CfnOutput(this, 'ApiUrl', {

@@ -9,6 +9,7 @@ import type { BrokerDeps } from '../functions/adapters/lambda/wiring.ts';
 import type { FunctionName } from '../manifest/functions.ts';
 import * as refresh from '../functions/refresh.ts';
 import * as refreshScheduled from '../functions/refresh-scheduled.ts';
+import * as refreshWorker from '../functions/refresh-worker.ts';
 import * as tokenFetch from '../functions/token-fetch.ts';
 
 export type AnyHandler = (event: never, context: Context) => Promise<unknown>;
@@ -21,5 +22,6 @@ export const handlerFactories: Record<FunctionName, (deps: BrokerDeps) => AnyHan
   connections: connections.createHandler,
   refresh: refresh.createHandler,
   'refresh-scheduled': (deps) => refreshScheduled.createHandler(deps),
+  'refresh-worker': refreshWorker.createHandler,
   'crm-request': crmRequest.createHandler,
 };

@@ -10,7 +10,7 @@ import { type IncomingMessage, type ServerResponse, createServer } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { Context } from 'aws-lambda';
+import type { Context, SQSEvent } from 'aws-lambda';
 import { awsClientOptions } from '../functions/adapters/aws-clients.ts';
 import { loadConfig } from '../functions/adapters/lambda/config.ts';
 import {
@@ -41,6 +41,8 @@ import { httpApiEvent, lambdaContext, scheduledEvent } from './lambda-events.ts'
 import { demoActionRefusal, serviceRequestRefusal } from './loopback-guard.ts';
 import { type Sandbox, createSandbox } from './sandbox/index.ts';
 import { type SandboxRateLimit, parseSandboxRateLimit } from './sandbox/rate-limit.ts';
+import { type FinalOutcome, LocalRefreshQueue, type WorkerAnswer, localWorkerCaps } from './refresh-queue.ts';
+import { WORKER_BATCH_SIZE } from '../manifest/refresh-queues.ts';
 
 export interface LocalServerOptions {
   /** Environment (defaults to `process.env`). */
@@ -80,6 +82,8 @@ export interface LocalServer {
   sandboxProviders: ProviderId[];
   dynamo: DynamoDBClient;
   handlers: Record<FunctionName, AnyHandler>;
+  /** The refresh queues in process (per-CRM depth for the demo page, peaks for tests). */
+  refreshQueue: LocalRefreshQueue;
   /** Invokes a function as the Lambda Invoke API would. */
   invoke(name: FunctionName, payload: unknown): Promise<unknown>;
   close(): Promise<void>;
@@ -130,6 +134,19 @@ function writeResult(res: ServerResponse, result: HttpResult | undefined) {
 function lambdaError(res: ServerResponse, status: number, type: string, message: string) {
   res.writeHead(status, { 'Content-Type': 'application/json', 'x-amzn-ErrorType': type });
   res.end(JSON.stringify({ Type: 'User', message }));
+}
+
+/** What the workers did with one scheduled pass's messages, in the summary's terms. */
+function passSummary(ended: Partial<Record<FinalOutcome, number>>) {
+  return {
+    refreshed: ended.refreshed ?? 0,
+    failed: ended.failed ?? 0,
+    needsReauth: ended.needsReauth ?? 0,
+    skipped: ended.skipped ?? 0,
+    returned: ended.returned ?? 0,
+    deadLettered: ended.deadLettered ?? 0,
+    unconfirmedDiscarded: ended.unconfirmedDiscarded ?? 0,
+  };
 }
 
 /** `SANDBOX_RATE_LIMIT=<requests>/<seconds>`: one small API limit for every sandbox CRM; a typo fails the start. */
@@ -241,7 +258,23 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
       : new MemoryEventLog();
     // One table client and one key for all functions, as one table and one KMS key serve them in AWS.
     const keyProvider = options.overrides?.keyProvider ?? createKeyProvider(loadConfig(env), env, observer);
-    const shared: DepsOverrides = { events, ...options.overrides, dynamo, keyProvider };
+    // The refresh queues in process, driving refresh-worker as SQS would, with each CRM's worker cap
+    // (REFRESH_WORKER_CAP_<CRM>), batches of LOCAL_QUEUE_BATCH_SIZE (default 10) and a visibility
+    // timeout scaled down to LOCAL_QUEUE_VISIBILITY_MS (default 1 s).
+    let deliver: ((event: SQSEvent) => Promise<WorkerAnswer>) | undefined;
+    const refreshQueue = new LocalRefreshQueue({
+      caps: localWorkerCaps(env),
+      visibilityTimeoutMs: Number(env.LOCAL_QUEUE_VISIBILITY_MS) || 1_000,
+      // SQS may hand a worker fewer than 10 messages; smaller batches show the cap at work sooner.
+      batchSize: Math.min(
+        WORKER_BATCH_SIZE,
+        Math.max(1, Number(env.LOCAL_QUEUE_BATCH_SIZE) || WORKER_BATCH_SIZE),
+      ),
+      deliver: (event) => (deliver as NonNullable<typeof deliver>)(event),
+      onInvocationError: (err) => console.error('refresh worker failed', (err as Error).name),
+    });
+    closers.push(async () => refreshQueue.close());
+    const shared: DepsOverrides = { events, refreshQueue, ...options.overrides, dynamo, keyProvider };
     const deps = createDeps(env, shared);
     // Each function wired as in AWS: the ports its manifest entry grants, its own data-key cache, and a
     // logger of its own, so concurrent local invocations don't mix their keys.
@@ -260,11 +293,19 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
       }),
     ) as Record<FunctionName, AnyHandler>;
 
-    const invoke = async (name: FunctionName, payload: unknown) =>
+    const run = async (name: FunctionName, payload: unknown) =>
       (handlers[name] as (e: unknown, c: Context) => Promise<unknown>)(
         payload,
         lambdaContext(name, functionSettings[name].timeoutSeconds * 1000),
       );
+    deliver = (event) => run('refresh-worker', event) as Promise<WorkerAnswer>;
+    // One scheduled pass runs to completion: the dispatch, then every message it queued, worked off.
+    const invoke = async (name: FunctionName, payload: unknown) => {
+      if (name !== 'refresh-scheduled') return run(name, payload);
+      const mark = refreshQueue.mark();
+      const dispatched = (await run(name, payload)) as Record<string, unknown>;
+      return { ...dispatched, ...passSummary(await refreshQueue.settled(mark)) };
+    };
 
     // When the in-process schedule runs next (epoch ms), for the demo page.
     let nextRunAt: number | undefined;
@@ -418,6 +459,7 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
       sandboxProviders,
       dynamo,
       handlers,
+      refreshQueue,
       invoke,
       close: async () => {
         await new Promise<void>((resolve) => {

@@ -27,6 +27,11 @@ export interface FunctionAccess {
   readonly events?: boolean;
   /** Calls a CRM's API with a connection's token (`crm-request`): no AWS permission, a port only. */
   readonly crmApi?: boolean;
+  /**
+   * The refresh queues (manifest/refresh-queues.ts): `send` messages to them (the dispatcher), or
+   * `consume` them through the event source mappings (the workers: receive, delete, read attributes).
+   */
+  readonly refreshQueues?: 'send' | 'consume';
 }
 
 export const functionAccess: Readonly<Record<FunctionName, FunctionAccess>> = {
@@ -80,15 +85,23 @@ export const functionAccess: Readonly<Record<FunctionName, FunctionAccess>> = {
     clientSecrets: true,
     events: true,
   },
-  // findDueConnections (byDueTime query), then refreshConnection for each as token-fetch.
-  // Also discards unconfirmed connect results: finds them on the due index, takes them (DeleteItem),
-  // decrypts and revokes their grants.
+  // The dispatcher: findDueConnections (byDueTime query), then a claim per due connection and per
+  // expired pending result (conditional UpdateItem), then SendMessageBatch to the CRM's refresh queue.
+  // It reads no token, calls no CRM and publishes nothing.
   'refresh-scheduled': {
-    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+    table: ['dynamodb:UpdateItem'],
     queries: [DUE_INDEX],
+    refreshQueues: 'send',
+  },
+  // The workers: per message getConnection, then refreshConnection as token-fetch (lease, decrypt,
+  // refresh with the client secret, re-encrypt, store, events), or give the claim back (UpdateItem);
+  // for an unconfirmed connect result takePending (DeleteItem), decrypt and revoke its grant.
+  'refresh-worker': {
+    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
     tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
     clientSecrets: true,
     events: true,
+    refreshQueues: 'consume',
   },
 };
 

@@ -6,6 +6,7 @@
 export { type ProviderId, envPrefix, providerIds } from '../functions/core/domain/providers.ts';
 export { originOf } from '../functions/core/domain/config.ts';
 export { integerIn } from '../functions/core/domain/numbers.ts';
+import { WORKER_TIMEOUT_SECONDS } from '../functions/core/domain/refresh-queue.ts';
 
 /** `source` of every event the broker publishes (EventBridge rules and the role's condition use it). */
 export const EVENT_SOURCE = 'crm-oauth-broker';
@@ -19,6 +20,7 @@ export const functionNames = [
   'connections',
   'refresh',
   'refresh-scheduled',
+  'refresh-worker',
   'crm-request',
 ] as const;
 export type FunctionName = (typeof functionNames)[number];
@@ -63,7 +65,18 @@ export const functionSettings: Readonly<Record<FunctionName, FunctionSettings>> 
     timeoutSeconds: 160,
     memoryMb: 512,
   },
-  'refresh-scheduled': { description: 'Refreshes tokens due soon', timeoutSeconds: 300, memoryMb: 512 },
+  // The dispatcher: claims due connections and queues them (docs/scale.md); it never refreshes itself.
+  'refresh-scheduled': {
+    description: 'Hands tokens due soon to the refresh queues',
+    timeoutSeconds: 60,
+    memoryMb: 512,
+  },
+  // One message at a time, each started only while a whole refresh still fits (refresh-queue.ts).
+  'refresh-worker': {
+    description: 'Refreshes the connections its CRM queue hands it',
+    timeoutSeconds: WORKER_TIMEOUT_SECONDS,
+    memoryMb: 256,
+  },
 };
 
 export interface HttpRoute {

@@ -11,6 +11,7 @@ import type { EventPublisher } from './domain/events.ts';
 import type { CountMetric, DurationMetric } from './domain/metric-names.ts';
 import type { Account, ProviderDefinition, ProviderId, TokenResponse } from './domain/providers.ts';
 import type { ConnectionRecord, PendingRecord, SessionRecord, StateRecord } from './domain/records.ts';
+import type { QueueMessage } from './domain/refresh-queue.ts';
 
 export type { EventPublisher } from './domain/events.ts';
 
@@ -80,6 +81,29 @@ export interface ConnectionStore {
     nowSeconds: number,
     limit: number,
   ): Promise<{ ids: string[]; itemsRead: number; more: boolean }>;
+  /**
+   * Claims a connection for a refresh: moves its due time to `untilSeconds` only if it is still due
+   * at `nowSeconds`, so nobody hands it out again meanwhile. The claimed record, or undefined.
+   */
+  claimDueConnection(
+    connectionId: string,
+    nowSeconds: number,
+    untilSeconds: number,
+  ): Promise<ConnectionRecord | undefined>;
+  /** The same for an expired pending result; its provider, or undefined when not due (any more). */
+  claimExpiredPending(
+    confirmationHash: string,
+    nowSeconds: number,
+    untilSeconds: number,
+  ): Promise<ProviderId | undefined>;
+  /** Gives a claim back (due at `dueAtSeconds`) if the connection still carries it; true if it did. */
+  releaseClaim(connectionId: string, claimedUntil: number, dueAtSeconds: number): Promise<boolean>;
+}
+
+/** The refresh queues, one per CRM: the dispatcher sends to them, the workers are driven by them. */
+export interface RefreshQueue {
+  /** Hands each message to its CRM's queue; answers how many could not be sent (they wait out their claim). */
+  send(messages: readonly QueueMessage[]): Promise<{ failed: number }>;
 }
 
 /** Names what a ciphertext belongs to; bound into it, never secret. */
@@ -195,6 +219,7 @@ export interface Deps {
   logger: Log;
   metrics: Metrics;
   rateBudgets: RateBudgetStore;
+  refreshQueue: RefreshQueue;
   now: () => number;
   sleep: (ms: number) => Promise<void>;
 }

@@ -19,12 +19,19 @@ import {
 } from '../../functions/adapters/lambda/wiring.ts';
 import { tokenContext } from '../../functions/core/domain/token-set.ts';
 
+/** The refresh queues of a deployment (the dispatcher checks them at cold start). */
+const queueUrls = {
+  REFRESH_QUEUE_URL_COPPER: 'https://sqs.us-east-1.amazonaws.com/111122223333/refresh-copper',
+  REFRESH_QUEUE_URL_CAPSULE: 'https://sqs.us-east-1.amazonaws.com/111122223333/refresh-capsule',
+  REFRESH_QUEUE_URL_CLOSE: 'https://sqs.us-east-1.amazonaws.com/111122223333/refresh-close',
+};
 /** As deployed: a KMS key, the secrets in Secrets Manager, an event bus. Nothing here reaches AWS. */
 const deployed = {
   KMS_KEY_ID: 'arn:aws:kms:us-east-1:111122223333:key/k',
   CLIENT_SECRETS_ARN: 'arn:aws:secretsmanager:us-east-1:111122223333:secret:client-secrets',
   EVENT_BUS_NAME: 'broker-events',
   CLOSE_CLIENT_ID: 'close-id',
+  ...queueUrls,
 };
 /** As run locally: the local master key, the secrets in the environment. */
 const local = {
@@ -47,6 +54,7 @@ const expectedClients = (access: FunctionAccess) =>
     'DynamoDBClient',
     ...(access.tokenKey ? ['KMSClient'] : []),
     ...(access.events ? ['EventBridgeClient'] : []),
+    ...(access.refreshQueues === 'send' ? ['SQSClient'] : []),
   ].sort();
 
 describe('a function gets the AWS clients its manifest entry grants, and no others', () => {
@@ -115,6 +123,38 @@ describe('a port the function is not granted throws, naming the function and the
       /^authorize called clientSecrets\.clientSecret \(secretsmanager:GetSecretValue\), which functionAccess\['authorize'\]\.clientSecrets/,
     );
     expect(fetch).not.toHaveBeenCalled();
+  });
+
+  it('only the dispatcher may send to the refresh queues: a worker refuses (sqs:SendMessage)', async () => {
+    const message = {
+      kind: 'refresh',
+      connectionId: 'c',
+      provider: 'close',
+      version: 1,
+      claimedUntil: 1,
+    } as const;
+    await expect(wired('refresh-worker').refreshQueue.send([message])).rejects.toThrow(
+      /^refresh-worker called refreshQueues\.send \(sqs:SendMessage\)/,
+    );
+    expect(heard.map((c) => `${c.function} ${c.port}`)).toEqual(['refresh-worker refreshQueues']);
+  });
+
+  it('the dispatcher reads no client secret and publishes no events: no CRM call, no event from it', async () => {
+    const fetch = vi.fn();
+    const deps = depsFor('refresh-scheduled', { ...local, ...queueUrls }, { fetch });
+    await expect(deps.oauth.prepare(deps.config.providers.close)).rejects.toThrow(
+      /^refresh-scheduled called clientSecrets\.clientSecret/,
+    );
+    await expect(deps.events.publish({ type: 'connection.recovered', detail: event })).rejects.toThrow(
+      /^refresh-scheduled called events\.publish/,
+    );
+    expect(fetch).not.toHaveBeenCalled();
+    expect(functionAccess['refresh-scheduled'].tokenKey).toBeUndefined();
+  });
+
+  it('a dispatcher deployed without its queue URLs fails at cold start, not at its first run', () => {
+    const { REFRESH_QUEUE_URL_CLOSE: _close, ...missing } = deployed;
+    expect(() => depsFor('refresh-scheduled', missing)).toThrow(/REFRESH_QUEUE_URL_CLOSE/);
   });
 
   it('authorize publishes no events', async () => {

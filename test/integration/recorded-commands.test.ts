@@ -90,16 +90,17 @@ describe('what each function sends to AWS, step by step', () => {
     expect(sent).toEqual([`connections dynamodb:Query on ${TABLE}/index/byOwner`]);
   });
 
-  it('refresh-scheduled: queries the byDueTime index (never a Scan), then refreshes what is due', async () => {
+  it('refresh-scheduled queries the byDueTime index (never a Scan) and claims what is due; refresh-worker refreshes it', async () => {
     await makeDue(broker, connectionId);
     const sent = await sentBy(async () => {
-      expect(await ok(broker.invoke('refresh-scheduled', {}))).toMatchObject({ refreshed: 1 });
+      expect(await ok(broker.invoke('refresh-scheduled', {}))).toMatchObject({ dispatched: 1, refreshed: 1 });
     });
     expect(sent).toEqual([
-      `refresh-scheduled dynamodb:GetItem on ${TABLE}`,
       `refresh-scheduled dynamodb:Query on ${TABLE}/index/byDueTime`,
       `refresh-scheduled dynamodb:UpdateItem on ${TABLE}`,
-      'refresh-scheduled kms:Decrypt on token key',
+      `refresh-worker dynamodb:GetItem on ${TABLE}`,
+      `refresh-worker dynamodb:UpdateItem on ${TABLE}`,
+      'refresh-worker kms:Decrypt on token key',
     ]);
   });
 

@@ -23,6 +23,7 @@ import { runningFunction } from '../../local/server.ts';
 const TOKEN_KEY = 'token key';
 const CLIENT_SECRETS = 'client secrets';
 const EVENT_BUS = 'event bus';
+const REFRESH_QUEUES = 'refresh queues';
 const table = (name: string, index?: string) => (index ? `table/${name}/index/${index}` : `table/${name}`);
 
 /** An IAM action on a resource, e.g. `dynamodb:Query` on `table/t/index/byOwner`. */
@@ -78,6 +79,7 @@ const PORT_RESOURCE: Record<UngrantedCall['port'], string> = {
   events: EVENT_BUS,
   // No AWS resource: a function not granted the CRM API calling it is still a call outside its grants.
   crmApi: 'the CRM API',
+  refreshQueues: REFRESH_QUEUES,
 };
 
 /** What a manifest entry grants, as infra/broker-function.ts's bind helpers turn it into the role's statements. */
@@ -91,6 +93,7 @@ export function grantedPermissions(access: FunctionAccess, tableName: string): P
     ...(access.tokenKey ?? []).map((action) => ({ action, resource: TOKEN_KEY })),
     ...(access.clientSecrets ? [{ action: 'secretsmanager:GetSecretValue', resource: CLIENT_SECRETS }] : []),
     ...(access.events ? [{ action: 'events:PutEvents', resource: EVENT_BUS }] : []),
+    ...(access.refreshQueues === 'send' ? [{ action: 'sqs:SendMessage', resource: REFRESH_QUEUES }] : []),
   ];
 }
 

@@ -93,7 +93,7 @@ describe("a function's deadline", () => {
 });
 
 describe('function timeouts in the deploy manifest', () => {
-  it.each(['token-fetch', 'refresh', 'refresh-scheduled'] as const)(
+  it.each(['token-fetch', 'refresh', 'refresh-worker'] as const)(
     '%s outlasts reading a connection, a whole refresh and the event after it',
     (name) => {
       // A refresh is sent only if everything after it ends by the function's deadline

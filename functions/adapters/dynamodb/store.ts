@@ -16,7 +16,7 @@ import {
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
-import type { ProviderId } from '../../core/domain/providers.ts';
+import { type ProviderId, isProviderId } from '../../core/domain/providers.ts';
 import type {
   ConnectionRecord,
   PendingRecord,
@@ -146,6 +146,73 @@ export class Store {
       await readShard(shard, limit - ids.length);
     }
     return { ids: ids.slice(0, limit), itemsRead, more: cursors.size > 0 || ids.length > limit };
+  }
+
+  /**
+   * Claims a due connection for the refresh queue: one conditional write moving
+   * its due time (and its place in the due index) to `untilSeconds`. Not
+   * `dueAt = <what the index said>`: `dueAt <= now` is the same test without
+   * the index's value, and two dispatchers that overlap cannot both pass it.
+   * `dueAt = :until` lets an SDK retry of a claim that landed (its answer lost)
+   * succeed, as the lease does. A write, so it reads nothing: finding stays
+   * about one index item per due.
+   */
+  async claimDueConnection(
+    connectionId: string,
+    nowSeconds: number,
+    untilSeconds: number,
+  ): Promise<ConnectionRecord | undefined> {
+    return unlessConditionFails(async () => {
+      const out = await this.db.send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.connection(connectionId)),
+          UpdateExpression: 'SET dueAt = :until',
+          ConditionExpression: 'attribute_exists(pk) AND (dueAt <= :now OR dueAt = :until)',
+          ExpressionAttributeValues: marshall({ ':until': untilSeconds, ':now': nowSeconds }),
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return toConnection(unmarshall(out.Attributes ?? {}));
+    });
+  }
+
+  /** Claims an expired pending result the same way; answers its provider (the queue it goes to). */
+  async claimExpiredPending(
+    confirmationHash: string,
+    nowSeconds: number,
+    untilSeconds: number,
+  ): Promise<ProviderId | undefined> {
+    return unlessConditionFails(async () => {
+      const out = await this.db.send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.pending(confirmationHash)),
+          UpdateExpression: 'SET dueAt = :until',
+          ConditionExpression: 'attribute_exists(pk) AND (dueAt <= :now OR dueAt = :until)',
+          ExpressionAttributeValues: marshall({ ':until': untilSeconds, ':now': nowSeconds }),
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      const provider = out.Attributes?.provider?.S;
+      return isProviderId(provider) ? provider : undefined;
+    });
+  }
+
+  /** Gives a claim back: due again at `dueAtSeconds`, only if the item still carries the claim. */
+  async releaseClaim(connectionId: string, claimedUntil: number, dueAtSeconds: number): Promise<boolean> {
+    const out = await unlessConditionFails(() =>
+      this.db.send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.connection(connectionId)),
+          UpdateExpression: 'SET dueAt = :due',
+          ConditionExpression: 'attribute_exists(pk) AND dueAt = :claim',
+          ExpressionAttributeValues: marshall({ ':due': dueAtSeconds, ':claim': claimedUntil }),
+        }),
+      ),
+    );
+    return out !== undefined;
   }
 
   /** Stores a pending connect result; it is due (for the sweeper) when it expires. */

@@ -73,7 +73,7 @@ export function loadConfig(env: Env): Config {
     connectSessionTtlSeconds: int(env, 'CONNECT_SESSION_TTL_SECONDS', 600, 30, 900),
     stateTtlSeconds: int(env, 'STATE_TTL_SECONDS', 600, 30, 900),
     providerTimeoutMs: int(env, 'PROVIDER_TIMEOUT_MS', 8000, 100, 60_000),
-    refreshIntervalSeconds: int(env, 'REFRESH_INTERVAL_SECONDS', 300, 1, 86_400),
+    refreshIntervalSeconds: int(env, 'REFRESH_INTERVAL_SECONDS', 60, 1, 86_400),
     refreshLeadSeconds: int(env, 'REFRESH_LEAD_SECONDS', 900, 60, 86_400),
     healthCheckIntervalSeconds: int(env, 'HEALTH_CHECK_INTERVAL_SECONDS', 86_400, 60, 30 * 86_400),
     eventBusName: env.EVENT_BUS_NAME || undefined,

@@ -10,10 +10,10 @@ import type { FunctionName } from '../../../manifest/functions.ts';
 import type { ClientSecrets } from '../crm/oauth-client.ts';
 import type { EventPublisher } from '../eventbridge/events.ts';
 import type { KeyProvider } from '../kms/envelope.ts';
-import type { CrmApi } from '../../core/ports.ts';
+import type { CrmApi, RefreshQueue } from '../../core/ports.ts';
 
 /** The ports a manifest entry grants or not (the table is every function's). */
-export type GrantedPort = 'tokenKey' | 'clientSecrets' | 'events' | 'crmApi';
+export type GrantedPort = 'tokenKey' | 'clientSecrets' | 'events' | 'refreshQueues' | 'crmApi';
 
 /** A call to a port the function is not granted. */
 export interface UngrantedCall {
@@ -93,6 +93,11 @@ export const ungrantedClientSecrets = (
 
 export const ungrantedEvents = (fn: FunctionName, listener?: UngrantedCallListener): EventPublisher => ({
   publish: refuse({ function: fn, port: 'events', call: 'publish', action: 'events:PutEvents' }, listener),
+});
+
+/** The refresh queues for a function not granted `refreshQueues: 'send'` (only the dispatcher is). */
+export const ungrantedRefreshQueue = (fn: FunctionName, listener?: UngrantedCallListener): RefreshQueue => ({
+  send: refuse({ function: fn, port: 'refreshQueues', call: 'send', action: 'sqs:SendMessage' }, listener),
 });
 
 /** The CRM API for a function not granted `crmApi` (only `crm-request` calls a CRM's API for a caller). */

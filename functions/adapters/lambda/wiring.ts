@@ -13,6 +13,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { type Config, type Env, loadConfig } from './config.ts';
 import { Envelope, type KeyProvider, KmsKeyProvider, LocalKeyProvider } from '../kms/envelope.ts';
@@ -24,7 +25,8 @@ import { OAuthClient } from '../crm/oauth-client.ts';
 import { ProviderHttp } from '../crm/crm-http.ts';
 import { FetchCrmApi } from '../crm/crm-api.ts';
 import { ConfiguredClientSecrets } from '../secrets/client-secrets.ts';
-import type { Deps } from '../../core/ports.ts';
+import type { Deps, RefreshQueue } from '../../core/ports.ts';
+import { SqsRefreshQueue, queueUrlsFrom } from '../sqs/refresh-queue.ts';
 import { Store } from '../dynamodb/store.ts';
 import { DynamoRateBudgets } from '../dynamodb/rate-budget.ts';
 import { awsClientOptions } from '../aws-clients.ts';
@@ -36,6 +38,7 @@ import {
   ungrantedClientSecrets,
   ungrantedCrmApi,
   ungrantedEvents,
+  ungrantedRefreshQueue,
 } from './grants.ts';
 
 export { PortNotGranted, type UngrantedCall } from './grants.ts';
@@ -53,7 +56,7 @@ export interface BrokerDeps extends Deps {
 export type GrantTable = Readonly<Record<FunctionName, FunctionAccess>>;
 
 /** Every AWS SDK client the wiring builds. */
-export type AwsClient = DynamoDBClient | KMSClient | SecretsManagerClient | EventBridgeClient;
+export type AwsClient = DynamoDBClient | KMSClient | SecretsManagerClient | EventBridgeClient | SQSClient;
 
 /** Watches what the wiring hands out (the local server's and the tests' record of the calls functions make). */
 export interface WiringObserver {
@@ -70,6 +73,8 @@ export interface DepsOverrides {
   fetch?: typeof fetch;
   /** Used by the functions granted events; the others get a stand-in. */
   events?: EventPublisher;
+  /** Used by the functions granted `refreshQueues: 'send'` (the local server's in-process queue). */
+  refreshQueue?: RefreshQueue;
   logger?: Logger;
   metrics?: BrokerMetrics;
   now?: () => number;
@@ -85,6 +90,7 @@ const EVERY_PORT: FunctionAccess = {
   tokenKey: ['kms:Decrypt', 'kms:GenerateDataKey'],
   clientSecrets: true,
   events: true,
+  refreshQueues: 'send',
   crmApi: true,
 };
 
@@ -158,6 +164,11 @@ function wire(
           : new MemoryEventLog()))
       : ungrantedEvents(grants.name, listener);
 
+  const refreshQueue: RefreshQueue =
+    !grants || grants.access.refreshQueues === 'send'
+      ? (overrides.refreshQueue ?? sqsRefreshQueue(env, Boolean(grants), observed))
+      : ungrantedRefreshQueue(grants.name, listener);
+
   const crmApi =
     !grants || grants.access.crmApi
       ? new FetchCrmApi(overrides.fetch)
@@ -178,9 +189,29 @@ function wire(
     events,
     logger,
     metrics: overrides.metrics ?? createMetrics(env),
+    refreshQueue,
     now,
     sleep,
   };
+}
+
+/**
+ * The SQS refresh queues. A function granted them checks their URLs at cold start; code that is
+ * no function (tests, benchmarks) gets them checked at the first send.
+ */
+function sqsRefreshQueue(
+  env: Env,
+  atColdStart: boolean,
+  observed: (c: SQSClient) => SQSClient,
+): RefreshQueue {
+  let queue: SqsRefreshQueue | undefined;
+  const get = () =>
+    (queue ??= new SqsRefreshQueue(
+      observed(new SQSClient(awsClientOptions(env.AWS_ENDPOINT_URL_SQS))),
+      queueUrlsFrom(env),
+    ));
+  if (atColdStart) get();
+  return { send: (messages) => get().send(messages) };
 }
 
 type Handler<E, R> = (event: E, context: Context) => Promise<R>;

@@ -26,7 +26,11 @@ export type CountMetric =
   | 'ScheduledRunRefreshed'
   | 'ScheduledRunFailed'
   | 'ScheduledRunNeedsReauth'
-  | 'ScheduledRunDeferred';
+  | 'ScheduledRunDeferred'
+  /** Due connections the dispatcher claimed and handed to their CRM's refresh queue. */
+  | 'ScheduledRunDispatched'
+  /** Claimed but not queued (the queue failed): they wait out their claim. */
+  | 'RefreshDispatchFailed';
 
 /** Per-function outcomes of the error-mapping middlewares (dimension `Function`). */
 export type FunctionMetric = 'RequestsRefused' | 'UnexpectedFailures';

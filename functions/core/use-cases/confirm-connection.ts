@@ -43,30 +43,26 @@ export async function confirmConnection(
 }
 
 /**
- * Discards pending results nobody confirmed in time and revokes their grants.
- * Run by every scheduled refresh; DynamoDB's TTL only tidies what is left.
+ * Discards a pending result nobody confirmed in time and revokes its grant
+ * (a refresh worker, handed it by the scheduled dispatcher; DynamoDB's TTL only
+ * tidies what is left). False when it was confirmed or discarded meanwhile.
  */
-export async function discardUnconfirmed(deps: Deps, limit = 100): Promise<number> {
-  const expired = await deps.store.findExpiredPending(Math.floor(deps.now() / 1000), limit);
-  let discarded = 0;
-  for (const hash of expired) {
-    const pending = await deps.store.takePending(hash);
-    if (!pending) continue; // confirmed or discarded meanwhile
-    discarded++;
-    try {
-      await revokeGrant(
-        deps,
-        { connectionId: 'pending', provider: pending.provider },
-        await pendingTokens(deps, pending),
-        'unconfirmed',
-      );
-    } catch {
-      deps.logger.warn('unconfirmed connection discarded, its tokens unreadable', {
-        provider: pending.provider,
-      });
-    }
+export async function discardPending(deps: Deps, confirmationHash: string): Promise<boolean> {
+  const pending = await deps.store.takePending(confirmationHash);
+  if (!pending) return false;
+  try {
+    await revokeGrant(
+      deps,
+      { connectionId: 'pending', provider: pending.provider },
+      await pendingTokens(deps, pending),
+      'unconfirmed',
+    );
+  } catch {
+    deps.logger.warn('unconfirmed connection discarded, its tokens unreadable', {
+      provider: pending.provider,
+    });
   }
-  return discarded;
+  return true;
 }
 
 async function pendingTokens(deps: Deps, pending: PendingRecord): Promise<StoredTokens> {
