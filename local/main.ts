@@ -119,7 +119,7 @@ const real = (['copper', 'capsule', 'close'] as const).filter(
 const lifetimes = sandboxed.map((p) => {
   const name = config.providers[p].displayName;
   const own = crms[p].accessTokenLifetime;
-  if (own === null) return `${name} never expire`;
+  if (own === null) return `${name} never expires`;
   return `${name} ${duration(lifetime ?? own)}`;
 });
 const row = (label: string, value: string) => `  ${label.padEnd(13)} ${value}`;

@@ -104,6 +104,7 @@ describe('npm start with short sandbox token lifetimes', () => {
       });
       child.on('exit', () => resolve(text));
     });
-    expect(out).toContain('scheduled refresh every 30 s; sandbox tokens live 120 s');
+    expect(out).toContain('scheduled refresh every 30 s (a quarter of SANDBOX_TOKEN_LIFETIME_SECONDS=120)');
+    expect(out).toContain('Capsule CRM 2 min, Close 2 min');
   });
 });
