@@ -20,7 +20,7 @@ beforeAll(async () => {
 afterAll(async () => broker?.close());
 
 async function quickStart(...args: string[]) {
-  const env = { ...process.env, PORT: String(broker.server.port) };
+  const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(broker.server.port) };
   delete env.BROKER_ENDPOINT;
   try {
     const { stdout, stderr } = await run(process.execPath, [EXAMPLE, ...args], { cwd: ROOT, env });
