@@ -108,6 +108,8 @@ export interface OutageSummary {
   lowestShareValid: number;
   /** Failed attempts recorded during and after the outage. */
   failures: number;
+  /** Messages given back by workers out of time (their claims released), during and after the outage. */
+  returned: number;
   /** Queue age during the outage and its recovery. */
   queueAge: Spread;
   /** "Normal" queue age: the worst minute before the outage, with 25% (at least 1 s) tolerance. */
@@ -200,6 +202,7 @@ export function summarize(run: ModelRun): RunSummary {
         peakUnder,
         lowestShareValid: 1 - peakUnder / run0.connections,
         failures: sum(run0.minute.failed, startMin),
+        returned: sum(run0.minute.returned, startMin),
         queueAge: spreadWhere(run0, 'age', (m) => m >= affectedAge[0] && m < affectedAge[1], minutes),
         normalQueueAgeMs: allowed,
         recoverySeconds: recoveryMin === undefined ? null : Math.max(0, recoveryMin * 60 - endSeconds),

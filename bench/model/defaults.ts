@@ -7,7 +7,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { loadConfig } from '../../functions/adapters/lambda/config.ts';
 import { providerData } from '../../functions/core/domain/providers.ts';
-import { REFRESH_ATTEMPT_TIMEOUT_MS, REFRESH_CALL_MAX_MS } from '../../functions/core/domain/timeline.ts';
+import {
+  ANSWER_MARGIN_MS,
+  REFRESH_ATTEMPT_TIMEOUT_MS,
+  REFRESH_CALL_MAX_MS,
+} from '../../functions/core/domain/timeline.ts';
 import { REFRESH_RETRY } from '../../functions/core/use-cases/refresh-connection.ts';
 import type { CrmId, CrmModel, ModelParams } from './model.ts';
 
@@ -96,8 +100,10 @@ export function defaultParams(connections: number, overrides: Partial<ModelParam
     refreshIntervalSeconds: config.refreshIntervalSeconds,
     maxBackoffSeconds: MAX_BACKOFF_SECONDS,
     healthCheckIntervalSeconds: config.healthCheckIntervalSeconds,
-    // The dispatcher's claim window as the work in progress derives it (visibility timeout x receives + one run).
-    claimWindowSeconds: 1800,
+    // The pipeline's timing as the worker's design derives it (refresh-queue.ts, work in progress): one
+    // message's worst case 88 s (a read, a whole refresh, an event), the worker's timeout 180 s, the
+    // claim window the visibility timeout (6 x 180 s) x 3 receives + one run, rounded up to 10 minutes.
+    claimWindowSeconds: 3600,
     dispatcher: {
       // 16 claims in flight at ~8 ms each, plus one SQS send per 10: ~1,300 claims a second (assumed).
       itemsPerSecond: 1300,
@@ -109,6 +115,8 @@ export function defaultParams(connections: number, overrides: Partial<ModelParam
       batchOverheadMs: 20,
       overheadMs: overhead.ms,
       staleMs: 10,
+      invocationMs: 180_000 - ANSWER_MARGIN_MS,
+      messageMaxMs: 88_000,
     },
     latency: { kind: 'lognormal', p50Ms: 300, p99Ms: 3000 },
     outage: { crm: 'close', startSeconds: 3600, durationSeconds: 600, mode: 'timeout' },

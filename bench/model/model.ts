@@ -96,6 +96,13 @@ export interface ModelParams {
     overheadMs: number;
     /** A message whose connection has moved on since its claim: one read. */
     staleMs: number;
+    /**
+     * Sequential batches: a message is started only while `messageMaxMs` (its worst case) still fits
+     * in `invocationMs` (the function's time less its answer margin); the rest are given back (the
+     * claim released, so the next dispatcher run hands them out again). Infinity: never.
+     */
+    invocationMs: number;
+    messageMaxMs: number;
   };
   latency: Latency;
   outage?: Outage | undefined;
@@ -136,10 +143,11 @@ export interface CrmRun {
     queued: Float64Array;
     /** Due connections the dispatcher could not read this run (per-run limit). */
     deferred: Float64Array;
-    /** Refreshes stored, failures recorded, stale messages skipped, by minute of the outcome. */
+    /** Refreshes stored, failures recorded, stale messages skipped, messages given back, by minute. */
     completed: Float64Array;
     failed: Float64Array;
     stale: Float64Array;
+    returned: Float64Array;
     /** Invocation-seconds busy, by minute the invocation started. */
     busySeconds: Float64Array;
     /** Tokens under minValiditySeconds at the end of each minute. */
@@ -163,6 +171,7 @@ export interface CrmRun {
     refreshed: number;
     failed: number;
     stale: number;
+    returned: number;
     /** Next due time past the window: left out of the simulation from then on. */
     leftWindow: number;
   };
@@ -339,6 +348,7 @@ function newCrmRun(id: CrmId, connections: number, minutes: number): CrmRun {
       completed: m(),
       failed: m(),
       stale: m(),
+      returned: m(),
       busySeconds: m(),
       under: m(),
     },
@@ -349,7 +359,7 @@ function newCrmRun(id: CrmId, connections: number, minutes: number): CrmRun {
       unfinishedLate: m(),
       delayHist: new Float64Array(minutes * HIST_BINS),
     },
-    totals: { dispatched: 0, itemsRead: 0, refreshed: 0, failed: 0, stale: 0, leftWindow: 0 },
+    totals: { dispatched: 0, itemsRead: 0, refreshed: 0, failed: 0, stale: 0, returned: 0, leftWindow: 0 },
   };
 }
 
@@ -546,6 +556,16 @@ export function simulate(params: ModelParams): ModelRun {
         const seq = queue.headSeq();
         ageOf(start, queue.headSentAt());
         queue.shift();
+        if (worker.batchMode === 'sequential' && cursor + worker.messageMaxMs > start + worker.invocationMs) {
+          // Given back: the claim is released (due now), so the next run hands it out again.
+          if (s.outcome[id] === seq) reschedule(s, id, Math.floor(cursor / 1000), tick);
+          const m = minuteOf(cursor);
+          if (m >= 0) add(run.minute.returned, m);
+          run.totals.returned++;
+          cursor += worker.staleMs;
+          end = Math.max(end, cursor);
+          continue;
+        }
         const done = processMessage(s, id, seq, cursor, tick);
         if (worker.batchMode === 'sequential') cursor = done;
         end = Math.max(end, done);

@@ -116,6 +116,12 @@ function figureRows(label: string, s: RunSummary): Row[] {
       verdict: '',
     });
     rows.push({
+      figure: `${label} ${o.crm} outage: failed refreshes / messages given back (worker out of time)`,
+      measured: `${int(o.failures)} / ${int(o.returned)}`,
+      target: '',
+      verdict: '',
+    });
+    rows.push({
       figure: `${label} ${o.crm} outage: most tokens under at once / lowest share valid`,
       measured: `${int(o.peakUnder)} / ${pct(o.lowestShareValid, 2)}`,
       target: '',

@@ -21,7 +21,15 @@ function tiny(overrides: Partial<ModelParams>, due: Partial<Record<CrmId, number
     initialDueSeconds: due,
     crms: base.crms.map((c) => ({ ...c, cap: Number.POSITIVE_INFINITY })),
     dispatcher: { itemsPerSecond: Number.POSITIVE_INFINITY, maxPerRun: Number.POSITIVE_INFINITY },
-    worker: { batchSize: 1, batchMode: 'sequential', batchOverheadMs: 0, overheadMs: 0, staleMs: 0 },
+    worker: {
+      batchSize: 1,
+      batchMode: 'sequential',
+      batchOverheadMs: 0,
+      overheadMs: 0,
+      staleMs: 0,
+      invocationMs: Number.POSITIVE_INFINITY,
+      messageMaxMs: 0,
+    },
     latency: { kind: 'fixed', ms: 0 },
     ...overrides,
   };
@@ -80,7 +88,15 @@ describe('refresh pipeline model', () => {
       {
         latency: { kind: 'fixed', ms: latency },
         windowSeconds: 1800,
-        worker: { batchSize: 10, batchMode: 'sequential', batchOverheadMs: 0, overheadMs: 0, staleMs: 0 },
+        worker: {
+          batchSize: 10,
+          batchMode: 'sequential',
+          batchOverheadMs: 0,
+          overheadMs: 0,
+          staleMs: 0,
+          invocationMs: Number.POSITIVE_INFINITY,
+          messageMaxMs: 0,
+        },
       },
       { close: Array(20).fill(30) },
     );
@@ -90,6 +106,33 @@ describe('refresh pipeline model', () => {
     expect(sum(close.minute.ageSumMs)).toBe(10 * 10 * latency);
     expect(Math.max(...close.minute.ageMaxMs)).toBe(10 * latency);
     expect(close.minute.busySeconds[1]).toBe(20);
+  });
+
+  it('a worker starts a message only while its worst case fits; the rest go back to the next run', () => {
+    // Refreshes of 30 s, a worst case of 40 s, 100 s per invocation: 3 of a batch of 10 fit (at 0, 30 and
+    // 60 s); 7 are given back, handed out again by the run after their release, and so on (7, 4, 1).
+    const params = tiny(
+      {
+        latency: { kind: 'fixed', ms: 30_000 },
+        windowSeconds: 1800,
+        worker: {
+          batchSize: 10,
+          batchMode: 'sequential',
+          batchOverheadMs: 0,
+          overheadMs: 0,
+          staleMs: 0,
+          invocationMs: 100_000,
+          messageMaxMs: 40_000,
+        },
+      },
+      { close: Array(10).fill(30) },
+    );
+    params.crms = params.crms.map((c) => (c.id === 'close' ? { ...c, cap: 1 } : c));
+    const close = crm(simulate(params), 'close');
+    expect(close.totals.refreshed).toBe(10);
+    expect(close.totals.returned).toBe(7 + 4 + 1);
+    expect(close.totals.dispatched).toBe(10 + 7 + 4 + 1);
+    expect(sum(close.byDue.late)).toBe(0);
   });
 
   it('an outage makes refreshes late only at the CRM that failed, and every failure is backed off', () => {
