@@ -122,7 +122,7 @@ async function refreshHoldingLease(
     if (held.expiresAt !== null && held.expiresAt <= deps.now()) {
       return markNeedsReauth(deps, held, owner, 'expired_without_refresh_token');
     }
-    return verifyHoldingLease(deps, held, owner, provider, tokens.accessToken);
+    return verifyHoldingLease(deps, held, owner, provider, tokens);
   }
   const answer = await sendRefresh(deps, held, owner, provider, tokens.refreshToken, deadline);
   // Rotation: store the new refresh token when the CRM sent one, keep the old one when it did not.
@@ -223,19 +223,26 @@ async function verifyHoldingLease(
   held: ConnectionRecord,
   owner: string,
   provider: ProviderDefinition,
-  accessToken: string,
+  tokens: StoredTokens,
 ): Promise<ConnectionRecord> {
   let alive: boolean;
   try {
-    alive = await deps.oauth.verifyAccessToken(provider, accessToken);
+    alive = await deps.oauth.verifyAccessToken(provider, tokens.accessToken);
   } catch (err) {
     return failRefresh(deps, held, owner, err);
   }
   if (!alive) return markNeedsReauth(deps, held, owner, 'token_rejected');
   const now = deps.now();
+  // Re-encrypted on each check, in the write the check makes anyway: tokens that never expire move to the
+  // current key format and the day's intermediate key like the others (docs/key-hierarchy.md). If that
+  // fails, the check is still recorded and the stored tokens stay as they are.
+  const reencrypted = await deps.envelope
+    .encrypt(JSON.stringify(tokens), tokenContext(held))
+    .catch(() => undefined);
   const updated = await deps.store.updateConnection(
     held.connectionId,
     {
+      ...(reencrypted === undefined ? {} : { tokens: reencrypted }),
       lastRefreshedAt: now,
       lastError: null,
       refreshFailures: 0,
