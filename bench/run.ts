@@ -38,6 +38,7 @@ import { type KmsDouble, startKmsDouble } from '../test/support/kms-double.ts';
 import { bundleAndTime } from './bundle.ts';
 import { kmsColdFetches, kmsRows } from './kms-requests.ts';
 import { clientTokenCache } from './client-cache.ts';
+import { crmRequestBench } from './crm-request.ts';
 import { runRefreshModel } from './model/run-model.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
@@ -548,6 +549,8 @@ try {
   results.callback = await callbackPath(embedded.endpoint, kms);
   // The client library's token cache against a local broker (bench/client-cache.ts).
   results.clientTokenCache = await clientTokenCache(printTable);
+  // crm-request against the Close sandbox at 100 ms: calls per second, store commands over a direct call.
+  results.crmRequest = await crmRequestBench(printTable);
 } finally {
   await ddbLocal.close();
   await embedded.close();
