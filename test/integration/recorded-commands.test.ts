@@ -104,6 +104,19 @@ describe('what each function sends to AWS, step by step', () => {
     ]);
   });
 
+  it("crm-request: reads the connection, decrypts its token, takes the account's rate budget, calls the CRM", async () => {
+    const sent = await sentBy(async () => {
+      expect(await ok(broker.invoke('crm-request', { connectionId, path: '/me/' }))).toMatchObject({
+        status: 200,
+      });
+    });
+    expect(sent).toEqual([
+      `crm-request dynamodb:GetItem on ${TABLE}`,
+      `crm-request dynamodb:UpdateItem on ${TABLE}`,
+      'crm-request kms:Decrypt on token key',
+    ]);
+  });
+
   it('connections delete: leases, decrypts for the revoke, deletes; never a new data key', async () => {
     const sent = await sentBy(() => ok(broker.invoke('connections', { action: 'delete', connectionId })));
     expect(sent).toEqual([
