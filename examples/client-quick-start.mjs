@@ -1,20 +1,24 @@
-// Calls the CRM behind a connection through the client library: fetches a token (cached, one
-// token-fetch per token lifetime) and the identity of the person who connected.
+// Calls the CRM behind a connection through the client library (@crm-oauth-broker/client): fetches a
+// token (cached: one token-fetch per token lifetime) and the identity of the person who connected.
 //
-//   npm start                                   # in another terminal; connect a CRM on http://localhost:3000/
-//   node examples/client-quick-start.mjs conn_… [ownerId]
+//   npm start                                          # in another terminal; connect a CRM on http://localhost:3000/
+//   node examples/client-quick-start.mjs conn_…
 //
-// ownerId defaults to demo-owner, the owner the demo page connects for. Against another port set
-// PORT; against AWS set BROKER_ENDPOINT= (empty) and AWS_REGION, with AWS credentials as usual.
+// BROKER_URL points it at another port (http://127.0.0.1:3001), OWNER_ID at another owner than the
+// demo page's demo-owner. Against AWS set BROKER_URL= (empty): the client then uses AWS's endpoint,
+// your credentials and AWS_REGION, and the deployed names (crm-oauth-broker-token-fetch).
 import { ConnectionNotFound, NeedsReauth, createBrokerClient } from '@crm-oauth-broker/client';
 
-const [connectionId, ownerId = 'demo-owner'] = process.argv.slice(2);
+const connectionId = process.argv[2];
+const ownerId = process.env.OWNER_ID ?? 'demo-owner';
 if (!connectionId) {
-  console.error('usage: node examples/client-quick-start.mjs <connectionId> [ownerId]');
+  console.error(
+    'usage: node examples/client-quick-start.mjs <connectionId>   (copy one from http://localhost:3000/)',
+  );
   process.exit(2);
 }
 
-const endpoint = process.env.BROKER_ENDPOINT ?? `http://127.0.0.1:${process.env.PORT ?? 3000}`;
+const endpoint = process.env.BROKER_URL ?? 'http://127.0.0.1:3000';
 const broker = createBrokerClient(endpoint ? { endpoint } : {});
 
 /** Each CRM's "who am I" call, relative to its API base. */

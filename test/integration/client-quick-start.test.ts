@@ -1,6 +1,7 @@
 /**
  * examples/client-quick-start.mjs, run with node as a user would against `npm start` (here a test
- * broker on its own port, given as PORT): it prints the identity of whoever connected each CRM.
+ * broker on its own port, given as BROKER_URL like the other quick starts): it prints the identity
+ * of whoever connected each CRM.
  */
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -20,8 +21,8 @@ beforeAll(async () => {
 afterAll(async () => broker?.close());
 
 async function quickStart(...args: string[]) {
-  const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(broker.server.port) };
-  delete env.BROKER_ENDPOINT;
+  const env: NodeJS.ProcessEnv = { ...process.env, BROKER_URL: broker.server.url };
+  delete env.OWNER_ID;
   try {
     const { stdout, stderr } = await run(process.execPath, [EXAMPLE, ...args], { cwd: ROOT, env });
     return { code: 0, stdout, stderr };
@@ -65,6 +66,6 @@ describe('examples/client-quick-start.mjs', () => {
   it('prints its usage, with exit code 2, without a connection id', async () => {
     const out = await quickStart();
     expect(out.code).toBe(2);
-    expect(out.stderr).toContain('usage: node examples/client-quick-start.mjs <connectionId> [ownerId]');
+    expect(out.stderr).toContain('usage: node examples/client-quick-start.mjs <connectionId>');
   });
 });
