@@ -10,17 +10,22 @@ const env = {
   POWERTOOLS_METRICS_DISABLED: 'true',
 };
 
+// Expected failure logs reach the output only for a failing test (test/support/quiet-logs.ts).
+const setupFiles = ['test/support/quiet-logs.ts'];
+
 export default defineConfig({
   test: {
+    silent: 'passed-only',
     projects: [
       {
-        test: { name: 'unit', include: ['test/unit/**/*.test.ts'], env },
+        test: { name: 'unit', include: ['test/unit/**/*.test.ts'], env, setupFiles },
       },
       {
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           env,
+          setupFiles,
           testTimeout: 60_000,
           hookTimeout: 120_000,
         },
@@ -30,6 +35,7 @@ export default defineConfig({
           name: 'infra',
           include: ['test/infra/**/*.test.ts'],
           env,
+          setupFiles,
           // Synthesizes the CDK app once (bundling every function) for all template tests.
           globalSetup: ['test/infra/global-setup.ts'],
           testTimeout: 60_000,
@@ -42,6 +48,7 @@ export default defineConfig({
           name: 'e2e',
           include: ['test/e2e/**/*.test.ts'],
           env,
+          setupFiles,
           testTimeout: 60_000,
           hookTimeout: 60_000,
         },
