@@ -125,6 +125,14 @@ export class DynamoRateBudgets implements RateBudgetStore {
    * or tighter window, a new limit), never for a healthy answer.
    */
   async restrict(budgetId: string, change: RateBudgetRestriction): Promise<void> {
+    // This process's callers see it at once, before the table has it.
+    this.remember(budgetId, {
+      ...(change.tatAtLeast !== undefined ? { tat: change.tatAtLeast } : {}),
+      ...(change.blockedUntil !== undefined ? { blockedUntil: change.blockedUntil } : {}),
+      ...(change.limit !== undefined && change.limitLearnedAt !== undefined
+        ? { limit: change.limit, limitLearnedAt: change.limitLearnedAt }
+        : {}),
+    });
     const learn =
       change.limit !== undefined && change.limitLearnedAt !== undefined
         ? { ':limit': change.limit, ':learnedAt': change.limitLearnedAt }
@@ -204,13 +212,29 @@ export class DynamoRateBudgets implements RateBudgetStore {
     return out.Item;
   }
 
+  /**
+   * Merges what the table said into this process's view: `tat` and `blockedUntil` only ever grow,
+   * the limit is the one learned last. Answers that arrive out of order never move the view back.
+   */
   private remember(budgetId: string, state: RateBudgetState): RateBudgetState {
+    const known = this.seen.get(budgetId);
+    const merged: RateBudgetState = { ...known, ...state };
+    const later = (a: number | undefined, b: number | undefined) =>
+      a === undefined ? b : b === undefined ? a : Math.max(a, b);
+    const tat = later(known?.tat, state.tat);
+    const blockedUntil = later(known?.blockedUntil, state.blockedUntil);
+    if (tat !== undefined) merged.tat = tat;
+    if (blockedUntil !== undefined) merged.blockedUntil = blockedUntil;
+    if ((known?.limitLearnedAt ?? -1) > (state.limitLearnedAt ?? -1)) {
+      if (known?.limit !== undefined) merged.limit = known.limit;
+      if (known?.limitLearnedAt !== undefined) merged.limitLearnedAt = known.limitLearnedAt;
+    }
     this.seen.delete(budgetId);
-    this.seen.set(budgetId, state);
+    this.seen.set(budgetId, merged);
     if (this.seen.size > CACHE_ENTRIES) {
       const oldest = this.seen.keys().next().value;
       if (oldest !== undefined) this.seen.delete(oldest);
     }
-    return state;
+    return merged;
   }
 }

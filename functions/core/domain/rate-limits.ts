@@ -154,11 +154,19 @@ export function parseRateLimitHeaders(
 }
 
 /**
- * Allowance for the time between the broker's admission and the request's
- * arrival at the CRM varying from one request to the next: without it, two
- * requests admitted a full window apart could arrive inside one window.
+ * Allowance for a request starting later than its slot, and for the time from
+ * the broker to the CRM varying from one request to the next: without it, two
+ * requests whose slots are a full window apart could arrive inside one window.
+ * Half of it is for starting late (`LATE_START_MS`), half for the network.
  */
-export const ARRIVAL_JITTER_MS = 50;
+export const ARRIVAL_JITTER_MS = 100;
+
+/**
+ * A caller that finds its slot already this far behind it (the table answered
+ * slowly) gives the slot up and takes another: starting late could bunch it
+ * with the next slot's request.
+ */
+export const LATE_START_MS = ARRIVAL_JITTER_MS / 2;
 
 /** The GCRA parameters of a budget of `requests` per `windowSeconds`. */
 export interface BudgetShape {
@@ -173,7 +181,7 @@ export interface BudgetShape {
 /**
  * A budget that never lets more than `requests` start in any window of
  * `windowSeconds` (sliding, not just the CRM's fixed windows), even when
- * arrivals drift by `ARRIVAL_JITTER_MS`: a burst of a tenth of the limit, then
+ * arrivals drift by up to `ARRIVAL_JITTER_MS`: a burst of a tenth of the limit, then
  * the rest spread evenly. In any window W at most `burst - 1 + W / interval`
  * start, and `interval = (W + jitter) / (requests - burst + 1)` keeps that at
  * `requests`; the steady rate is about nine tenths of the limit.

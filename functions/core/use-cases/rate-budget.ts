@@ -17,13 +17,14 @@ import {
   budgetShape,
   earliestStart,
   holdUntil,
+  LATE_START_MS,
   latestTatFor,
   parseRateLimitHeaders,
   tatAfterTake,
   tatFloor,
 } from '../domain/rate-limits.ts';
 import type { ConnectionRecord } from '../domain/records.ts';
-import type { Deps, RateBudgetState } from '../ports.ts';
+import type { Deps, RateBudgetState, RateBudgetStore } from '../ports.ts';
 
 export type Admission = { admitted: true } | { admitted: false; retryAfterSeconds: number };
 
@@ -31,10 +32,10 @@ export type Admission = { admitted: true } | { admitted: false; retryAfterSecond
 export const LIMIT_RELEARN_MS = 3600_000;
 
 /**
- * Enough for a guess of the wrong case, then the right one, then a race lost to
- * another caller, or a wait that found a block and queues again.
+ * Enough for a guess of the wrong case, a race lost to another caller, a slot
+ * given up because the table answered late, a wait that found a block.
  */
-const TAKE_ATTEMPTS = 4;
+const TAKE_ATTEMPTS = 6;
 
 /**
  * Whose budget a connection spends: the CRM account's (`provider` + account id),
@@ -56,6 +57,25 @@ function startOf(state: RateBudgetState | undefined, shape: BudgetShape, now: nu
   return Math.max(earliestStart(state?.tat, shape, now), state?.blockedUntil ?? now);
 }
 
+/**
+ * This process's estimate of one store round trip (ms, a moving average). A
+ * slot is reserved that far ahead when the store is slow, so it is not already
+ * past when the answer arrives; a waiting caller reads that long before its slot.
+ */
+let storeRoundTripMs = 10;
+function measured(ms: number): void {
+  storeRoundTripMs = Math.min(5_000, 0.7 * storeRoundTripMs + 0.3 * Math.max(0, ms));
+}
+/** How far ahead of now to reserve: nothing while the store answers well within `LATE_START_MS`. */
+const leadMs = (): number => Math.max(0, Math.ceil(2 * storeRoundTripMs - LATE_START_MS));
+
+/**
+ * Idle takes in flight in this process, per store and budget: a caller that finds one waits for it
+ * instead of racing it (after it the budget is queued, and every queued take succeeds at once).
+ */
+const idleTakesInFlight = new WeakMap<RateBudgetStore, Map<string, Promise<unknown>>>();
+const MAX_COALESCED_WAITS = 8;
+
 /** Before each CRM call: waits while the account's shared budget is spent if the wait fits before `deadline` (epoch ms), else refuses. */
 export async function admitRequest(
   deps: Deps,
@@ -66,30 +86,73 @@ export async function admitRequest(
   const id = budgetId(connection, policy);
   let state = deps.rateBudgets.cached(id);
   let waitUntil = deps.now();
+  /** The arrival time of an idle take this caller lost: the budget was queued beyond it, and stays so. */
+  let lostAt: number | undefined;
+  let coalesced = 0;
   for (let attempt = 1; attempt <= TAKE_ATTEMPTS; attempt++) {
     const now = deps.now();
-    const shape = shapeOf(policy, state);
+    const limit = state?.limit ?? policy.requests;
+    const shape = budgetShape(limit, policy.windowSeconds);
     waitUntil = startOf(state, shape, now);
     // The stored `tat` only ever grows: if this process's last view is already too late, so is the table.
     if (state && waitUntil > deadline) break;
-    // Which of the two conditional writes of `tat = max(tat, now) + interval` to try: this process's last view.
-    const queued = state?.tat !== undefined && state.tat > now;
-    const result = await deps.rateBudgets.take(
+    // The virtual arrival (GCRA): now, or a little later while the store is slow.
+    const arrival = lostAt ?? now + leadMs();
+    // Which of the two conditional writes of `tat = max(tat, arrival) + interval` to try: this process's last view.
+    const queued = lostAt !== undefined || (state?.tat !== undefined && state.tat > arrival);
+    const inFlight = idleTakesInFlight.get(deps.rateBudgets) ?? new Map<string, Promise<unknown>>();
+    idleTakesInFlight.set(deps.rateBudgets, inFlight);
+    const racing = queued ? undefined : inFlight.get(id);
+    if (racing && coalesced < MAX_COALESCED_WAITS) {
+      coalesced++;
+      attempt--;
+      await racing.catch(() => undefined);
+      state = deps.rateBudgets.cached(id) ?? state;
+      continue;
+    }
+    const taking = deps.rateBudgets.take(
       id,
       queued
-        ? { kind: 'queued', now, latestTat: latestTatFor(deadline, shape), intervalMs: shape.intervalMs }
-        : { kind: 'idle', now, tat: tatAfterTake(undefined, shape, now) },
+        ? {
+            kind: 'queued',
+            now: arrival,
+            latestTat: latestTatFor(deadline, shape),
+            intervalMs: shape.intervalMs,
+          }
+        : { kind: 'idle', now: arrival, tat: tatAfterTake(undefined, shape, arrival) },
     );
+    if (!queued) inFlight.set(id, taking);
+    let result: Awaited<typeof taking>;
+    try {
+      result = await taking;
+    } finally {
+      if (inFlight.get(id) === taking) inFlight.delete(id);
+    }
+    measured(deps.now() - now);
     state = result.state;
+    lostAt = !result.taken && !queued ? arrival : undefined;
     if (!result.taken) continue;
-    // The new `tat` less one interval is where this request's reserved slot began.
-    const slot = earliestStart((state.tat ?? now) - shape.intervalMs, shape, now);
-    if (slot <= now) return { admitted: true };
-    await deps.sleep(slot - now);
-    // A caller that waited looks once more (one read): a 429 or a spent window that any caller
-    // of the account met meanwhile holds it too, and it queues again behind the block.
-    state = await deps.rateBudgets.read(id);
-    if ((state.blockedUntil ?? 0) <= deps.now()) return { admitted: true };
+    // The slot reserved: for a queued take, where the `tat` it found (the new one less an interval) allowed.
+    const slot = queued ? earliestStart((state.tat ?? arrival) - shape.intervalMs, shape, arrival) : arrival;
+    // Starting late could bunch this request with the next slot's: give the slot up, take another.
+    if (deps.now() - slot > LATE_START_MS) continue;
+    if (slot > deps.now()) {
+      // A caller that waits looks once more, just before its slot (one read): a 429 or a spent window
+      // that any caller of the account met meanwhile holds it too, and so does a lower limit the CRM
+      // reported (the slot was spaced for the higher one): it queues again.
+      const readAt = slot - 2 * storeRoundTripMs;
+      if (readAt > deps.now()) await deps.sleep(readAt - deps.now());
+      const readStarted = deps.now();
+      state = await deps.rateBudgets.read(id);
+      measured(deps.now() - readStarted);
+      const blocked = (state.blockedUntil ?? 0) > slot;
+      const lowered = state.limit !== undefined && state.limit < limit;
+      if (blocked || lowered) continue;
+      if (slot > deps.now()) await deps.sleep(slot - deps.now());
+      // A timer that fired late (a busy process) is a late start too.
+      if (deps.now() - slot > LATE_START_MS) continue;
+    }
+    return { admitted: true };
   }
   const waitMs = Math.max(0, waitUntil - deps.now());
   return { admitted: false, retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) };
