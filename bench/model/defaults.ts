@@ -13,6 +13,13 @@ import {
   REFRESH_CALL_MAX_MS,
 } from '../../functions/core/domain/timeline.ts';
 import { REFRESH_RETRY } from '../../functions/core/use-cases/refresh-connection.ts';
+import {
+  CLAIM_WINDOW_SECONDS,
+  WORKER_BATCH_SIZE,
+  WORKER_MESSAGE_MAX_MS,
+  WORKER_TIMEOUT_SECONDS,
+} from '../../functions/core/domain/refresh-queue.ts';
+import { DEFAULT_WORKER_CAPS, MAX_WORKER_CAP } from '../../manifest/refresh-queues.ts';
 import type { CrmId, CrmModel, ModelParams } from './model.ts';
 
 /** refresh-failure.ts's MAX_BACKOFF_MS (not exported there): a failing connection waits at most 6 hours. */
@@ -28,15 +35,11 @@ export const LIFETIME_SECONDS: Record<CrmId, number | null> = {
   copper: null,
 };
 
-/**
- * Worker concurrency per CRM (the event source mapping's maximumConcurrency).
- * Placeholders until the dispatcher/worker work lands its defaults in
- * infra/settings.ts; `npm run bench` prints which were used.
- */
-export const DEFAULT_CAPS: Record<CrmId, number> = { close: 100, capsule: 10, copper: 10 };
+/** Worker concurrency per CRM (the event source mapping's maximumConcurrency): the deployed defaults. */
+export const DEFAULT_CAPS: Record<CrmId, number> = { ...DEFAULT_WORKER_CAPS };
 
 /** Lambda's ceiling for an SQS event source mapping's maximumConcurrency. */
-export const ESM_MAX_CONCURRENCY = 1000;
+export const ESM_MAX_CONCURRENCY = MAX_WORKER_CAP;
 
 const CALIBRATION = 'bench/results/refresh-calibration.json';
 
@@ -100,23 +103,22 @@ export function defaultParams(connections: number, overrides: Partial<ModelParam
     refreshIntervalSeconds: config.refreshIntervalSeconds,
     maxBackoffSeconds: MAX_BACKOFF_SECONDS,
     healthCheckIntervalSeconds: config.healthCheckIntervalSeconds,
-    // The pipeline's timing as the worker's design derives it (refresh-queue.ts, work in progress): one
-    // message's worst case 88 s (a read, a whole refresh, an event), the worker's timeout 180 s, the
-    // claim window the visibility timeout (6 x 180 s) x 3 receives + one run, rounded up to 10 minutes.
-    claimWindowSeconds: 3600,
+    // The pipeline's timing (refresh-queue.ts): a claim outlasts every delivery SQS may still make.
+    claimWindowSeconds: CLAIM_WINDOW_SECONDS,
     dispatcher: {
       // 16 claims in flight at ~8 ms each, plus one SQS send per 10: ~1,300 claims a second (assumed).
       itemsPerSecond: 1300,
       maxPerRun: 20_000,
     },
     worker: {
-      batchSize: 10,
+      batchSize: WORKER_BATCH_SIZE,
       batchMode: 'sequential',
       batchOverheadMs: 20,
       overheadMs: overhead.ms,
       staleMs: 10,
-      invocationMs: 180_000 - ANSWER_MARGIN_MS,
-      messageMaxMs: 88_000,
+      // A message starts only while its worst case fits in the worker's time (refresh-queued.ts).
+      invocationMs: WORKER_TIMEOUT_SECONDS * 1000 - ANSWER_MARGIN_MS,
+      messageMaxMs: WORKER_MESSAGE_MAX_MS,
     },
     latency: { kind: 'lognormal', p50Ms: 300, p99Ms: 3000 },
     outage: { crm: 'close', startSeconds: 3600, durationSeconds: 600, mode: 'timeout' },
