@@ -39,6 +39,7 @@ import { bundleAndTime } from './bundle.ts';
 import { kmsColdFetches, kmsRows } from './kms-requests.ts';
 import { clientTokenCache } from './client-cache.ts';
 import { crmRequestBench } from './crm-request.ts';
+import { rateBudgetBench } from './rate-budget.ts';
 import { runRefreshModel } from './model/run-model.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
@@ -551,6 +552,8 @@ try {
   results.clientTokenCache = await clientTokenCache(printTable);
   // crm-request against the Close sandbox at 100 ms: calls per second, store commands over a direct call.
   results.crmRequest = await crmRequestBench(printTable);
+  // The shared rate budget: 50 callers of one CRM account allowing 10 per second (bench/rate-budget.ts).
+  results.rateBudget = await rateBudgetBench(printTable);
 } finally {
   await ddbLocal.close();
   await embedded.close();

@@ -146,7 +146,7 @@ describe('configured budgets', () => {
 
 describe('GCRA arithmetic', () => {
   it('spreads 10 per second as one at a time, with room for arrival jitter', () => {
-    expect(budgetShape(10, 1)).toEqual({ intervalMs: 110, toleranceMs: 0, burst: 1 });
+    expect(budgetShape(10, 1)).toEqual({ intervalMs: 120, toleranceMs: 0, burst: 1 });
     expect(budgetShape(180, 60)).toMatchObject({ burst: 18 });
   });
 
@@ -332,14 +332,14 @@ describe('admitRequest and recordCrmAnswer', () => {
       answers.push(answer);
       if (answer.admitted) admittedAt.push(w.now() - start);
     }
-    // One at a time, 110 ms apart, for as long as a slot starts by the deadline: 0, 110, ..., 990.
-    expect(admittedAt).toEqual(Array.from({ length: 10 }, (_, i) => i * 110));
+    // One at a time, 120 ms apart, for as long as a slot starts by the deadline: 0, 120, ..., 960.
+    expect(admittedAt).toEqual(Array.from({ length: 9 }, (_, i) => i * 120));
     const refused = answers.filter((a) => !a.admitted);
-    expect(refused).toHaveLength(5);
+    expect(refused).toHaveLength(6);
     for (const r of refused) expect(r).toEqual({ admitted: false, retryAfterSeconds: 1 });
     // The first costs one write; each waiter its write and one read after the wait; a refusal
     // already known from this process's last view costs nothing.
-    expect(w.budgets.operations).toBe(1 + 9 * 2);
+    expect(w.budgets.operations).toBe(1 + 8 * 2);
   });
 
   it('holds every caller of the account after a 429 until Retry-After, then admits', async () => {

@@ -159,7 +159,7 @@ export function parseRateLimitHeaders(
  * requests whose slots are a full window apart could arrive inside one window.
  * Half of it is for starting late (`LATE_START_MS`), half for the network.
  */
-export const ARRIVAL_JITTER_MS = 100;
+export const ARRIVAL_JITTER_MS = 200;
 
 /**
  * A caller that finds its slot already this far behind it (the table answered
@@ -184,7 +184,9 @@ export interface BudgetShape {
  * arrivals drift by up to `ARRIVAL_JITTER_MS`: a burst of a tenth of the limit, then
  * the rest spread evenly. In any window W at most `burst - 1 + W / interval`
  * start, and `interval = (W + jitter) / (requests - burst + 1)` keeps that at
- * `requests`; the steady rate is about nine tenths of the limit.
+ * `requests`. The steady rate is nine tenths of the limit for windows of a
+ * minute or more; for a per-second limit the jitter allowance costs more
+ * (10 per second: one every 120 ms, 8.3 per second).
  */
 export function budgetShape(requests: number, windowSeconds: number): BudgetShape {
   const limit = Math.max(1, Math.floor(requests));
