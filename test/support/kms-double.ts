@@ -3,10 +3,15 @@
  * GenerateDataKey), so the real `@aws-sdk/client-kms` runs against it. The
  * encryption context is the AES-GCM associated data of its ciphertexts, as in
  * KMS: decrypting with another context fails with InvalidCiphertextException.
+ * Like the key policy and the roles the stack writes (manifest/access.ts), it
+ * refuses GenerateDataKey and Decrypt with AccessDeniedException unless the
+ * context's `purpose` is the token purpose and every context key is one the
+ * token context may carry.
  */
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { TOKEN_CONTEXT_KEYS, TOKEN_PURPOSE } from '../../manifest/access.ts';
 
 type Op = 'GenerateDataKey' | 'Decrypt' | 'Encrypt';
 
@@ -14,6 +19,8 @@ export interface KmsDouble {
   endpoint: string;
   keyId: string;
   calls: Record<Op, number>;
+  /** The encryption context of every GenerateDataKey and Decrypt call, in order (until `reset`). */
+  contexts: Record<string, string>[];
   failNext(op: Op, errorType: string, times?: number): void;
   reset(): void;
   close(): Promise<void>;
@@ -29,6 +36,10 @@ export async function startKmsDouble(): Promise<KmsDouble> {
   const keyId = `arn:aws:kms:us-east-1:111122223333:key/${randomUUID()}`;
   const calls: Record<Op, number> = { GenerateDataKey: 0, Decrypt: 0, Encrypt: 0 };
   const faults: { op: Op; errorType: string }[] = [];
+  const contexts: Record<string, string>[] = [];
+  /** The stack's condition on token-key use (kms:EncryptionContext:purpose, kms:EncryptionContextKeys). */
+  const allowedContext = (c: Record<string, string>) =>
+    c.purpose === TOKEN_PURPOSE && Object.keys(c).every((k) => TOKEN_CONTEXT_KEYS.includes(k));
 
   const seal = (plaintext: Buffer, ctx: unknown) => {
     const iv = randomBytes(12);
@@ -57,6 +68,11 @@ export async function startKmsDouble(): Promise<KmsDouble> {
     const fault = faults.findIndex((f) => f.op === op);
     if (fault >= 0) return error(faults.splice(fault, 1)[0]!.errorType, 'injected fault');
     const keyMatches = (id: unknown) => id === undefined || id === keyId || id === keyId.split('/')[1];
+    if (op !== 'Encrypt') {
+      const ctx = (body.EncryptionContext ?? {}) as Record<string, string>;
+      contexts.push(ctx);
+      if (!allowedContext(ctx)) return error('AccessDeniedException', 'encryption context not allowed');
+    }
     if (op === 'Decrypt') {
       if (!keyMatches(body.KeyId)) return error('IncorrectKeyException');
       const plaintext = open(
@@ -113,11 +129,13 @@ export async function startKmsDouble(): Promise<KmsDouble> {
     endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     keyId,
     calls,
+    contexts,
     failNext(op, errorType, times = 1) {
       for (let i = 0; i < times; i++) faults.push({ op, errorType });
     },
     reset() {
       faults.length = 0;
+      contexts.length = 0;
       for (const op of Object.keys(calls) as Op[]) calls[op] = 0;
     },
     close: () =>

@@ -1,16 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { KMSClient } from '@aws-sdk/client-kms';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   DecryptionFailed,
   type EncryptionContext,
   Envelope,
   type KeyProvider,
   encryptV1,
+  KmsKeyProvider,
   LocalKeyProvider,
 } from '../../functions/adapters/kms/envelope.ts';
 import { MemoryKeyRing } from '../../functions/adapters/kms/key-ring.ts';
 import { TOKEN_CONTEXT_KEYS, TOKEN_PURPOSE } from '../../manifest/access.ts';
 import { tokenContext } from '../../functions/core/domain/token-set.ts';
+import { type KmsDouble, startKmsDouble } from '../support/kms-double.ts';
 
 /** Counts key operations of a real local key provider (each is one KMS request with `KmsKeyProvider`). */
 function countingKeys(master = randomBytes(32).toString('base64')) {
@@ -284,5 +287,42 @@ describe('bounds on the cached keys (fake clock)', () => {
     expect(calls.decrypt).toBe(3);
     await reader.decrypt(stored[0] as string, { ...ctxA, provider: 'copper' }); // evicted
     expect(calls.decrypt).toBe(4);
+  });
+});
+
+describe("with KMS (the real SDK against the KMS double, which checks the stack's context condition)", () => {
+  let kms: KmsDouble;
+  let keys: KmsKeyProvider;
+  beforeAll(async () => {
+    kms = await startKmsDouble();
+    const client = new KMSClient({
+      endpoint: kms.endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    });
+    keys = new KmsKeyProvider(client, kms.keyId);
+  });
+  afterAll(() => kms?.close());
+
+  it('v2 round-trips, v1 items still open, and KMS saw only allowed contexts', async () => {
+    kms.reset();
+    const stored = await new Envelope(keys).encrypt('secret', ctxA);
+    expect(stored.startsWith('v2.kms.')).toBe(true);
+    expect(await new Envelope(keys).decrypt(stored, ctxA)).toBe('secret');
+    await expect(new Envelope(keys).decrypt(stored, ctxB)).rejects.toBeInstanceOf(DecryptionFailed);
+    const v1 = await encryptV1(keys, 'old', ctxA);
+    expect(await new Envelope(keys).decrypt(v1, ctxA)).toBe('old');
+    expect(kms.calls).toMatchObject({ GenerateDataKey: 2, Decrypt: 3 });
+    expect(kms.contexts).toContainEqual({ purpose: TOKEN_PURPOSE, provider: 'close' });
+  });
+
+  it('refuses a context outside the condition the stack puts on the key, as KMS would', async () => {
+    const outside = new Envelope(keys, undefined, undefined, new MemoryKeyRing(), {
+      scopeKeys: ['purpose', 'provider', 'connectionId', 'tenant'],
+      rotationMs: DAY,
+    });
+    await expect(outside.encrypt('secret', { ...ctxA, tenant: 't1' })).rejects.toMatchObject({
+      name: 'AccessDeniedException',
+    });
   });
 });
