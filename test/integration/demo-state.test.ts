@@ -68,7 +68,7 @@ describe('GET /demo/state', () => {
   });
 
   it('an expired token shows as expired, a revoked grant as needs_reauth with a Reconnect button', async () => {
-    const { connectionId } = await connect(broker, 'close', { ownerId: 'demo-owner' });
+    const connectionId = (await connect(broker, 'close', { ownerId: 'demo-owner' })).connectionId as string;
     await makeDue(broker, connectionId, { expiresInMs: -1000 });
     expect((await state()).connections).toContain(
       `${connectionId}" data-provider="close" data-status="expired"`,
@@ -114,7 +114,7 @@ describe('how the page says it', () => {
     connectionId: 'conn_1',
     ownerId: 'o',
     provider: 'close',
-    account: { id: 'a' },
+    account: { id: 'a', name: null, userEmail: null },
     status: 'active',
     tokens: '',
     expiresAt: now + 3600_000,
