@@ -117,7 +117,7 @@ export function chartSvg(runs: { label: string; run: ModelRun }[]): string {
     parts.push(
       panel(
         {
-          title: `${label}: % of tokens valid ≥ minValiditySeconds`,
+          title: `${label}: % of tokens valid ≥ minValidity`,
           minutes: run.minutes,
           outage,
           series: validSeries,
