@@ -68,6 +68,9 @@ const publishEvents = allow({
   Condition: { StringEquals: { 'events:source': 'crm-oauth-broker' } },
 });
 
+/** The three CRM refresh queues (infra/refresh-queues.ts), by their tags. */
+const refreshQueues = ['capsule', 'close', 'copper'].map((p) => `Queue[refresh-${p}].Arn`);
+
 /** What each function's code does, and so all its role may do. */
 const expected: Record<FunctionName, Statement[]> = {
   // createConnectSession -> store.putSession. Nothing else: no key, no secret, no events.
@@ -128,17 +131,32 @@ const expected: Record<FunctionName, Statement[]> = {
     clientSecrets,
     publishEvents,
   ],
-  // findDueConnections (Query byDueTime, never Scan), then refreshConnection per connection; failed
-  // asynchronous runs go to the dead-letter queue.
+  // The dispatcher: findDueConnections (Query byDueTime, never Scan), a claim per due connection and
+  // expired pending result (conditional UpdateItem), SendMessageBatch to the CRM queues; failed
+  // asynchronous runs go to the dead-letter queue. No token key, no secret, no events, no GetItem.
   'refresh-scheduled': [
     ownLogs('refresh-scheduled'),
-    tableItems('DeleteItem', 'GetItem', 'UpdateItem'),
+    tableItems('UpdateItem'),
     indexQuery('byDueTime'),
+    tableAtRest,
+    allow({ Sid: 'AsyncFailuresToDeadLetterQueue', Action: ['sqs:SendMessage'], Resource: 'Queue.Arn' }),
+    allow({ Sid: 'SendToRefreshQueues', Action: ['sqs:SendMessage'], Resource: refreshQueues }),
+  ],
+  // The workers: getConnection, refreshConnection as token-fetch (lease and result writes, refresh with
+  // the client secret, re-encrypt, events), give a claim back (UpdateItem), take and revoke an unconfirmed
+  // pending result (DeleteItem, Decrypt); the event source mapping's receive, delete and attributes.
+  'refresh-worker': [
+    ownLogs('refresh-worker'),
+    tableItems('DeleteItem', 'GetItem', 'UpdateItem'),
     tableAtRest,
     tokenEnvelopes('Decrypt', 'GenerateDataKey'),
     clientSecrets,
     publishEvents,
-    allow({ Sid: 'AsyncFailuresToDeadLetterQueue', Action: ['sqs:SendMessage'], Resource: 'Queue.Arn' }),
+    allow({
+      Sid: 'ConsumeRefreshQueues',
+      Action: ['sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:ReceiveMessage'],
+      Resource: refreshQueues,
+    }),
   ],
 };
 

@@ -5,13 +5,14 @@ import { SettingsError, readSettings } from '../../infra/settings.ts';
 const read = (context: Record<string, unknown>) => readSettings((key) => context[key]);
 
 describe('deployment settings', () => {
-  it('has working defaults: no client ids, the broker origin only, a 5-minute schedule, 30-day logs', () => {
+  it('has working defaults: no client ids, the broker origin only, a 1-minute schedule, 30-day logs', () => {
     expect(read({})).toEqual({
       prefix: 'crm-oauth-broker',
       clientIds: {},
       returnToOrigins: undefined,
       customDomain: undefined,
-      refreshIntervalMinutes: 5,
+      refreshIntervalMinutes: 1,
+      refreshWorkerCaps: { copper: 2, capsule: 4, close: 50 },
       refreshLeadSeconds: undefined,
       logRetentionDays: 30,
       publicRouteRateLimit: 20,
@@ -19,6 +20,14 @@ describe('deployment settings', () => {
       needsReauthAlarmThreshold: 10,
       alarmTopicArn: undefined,
       tokenFetchAccessTrail: undefined,
+    });
+  });
+
+  it("takes each CRM's refresh worker cap from <crm>RefreshWorkerCap, keeping the defaults for the others", () => {
+    expect(read({ closeRefreshWorkerCap: 120, capsuleRefreshWorkerCap: ' 6 ' }).refreshWorkerCaps).toEqual({
+      copper: 2,
+      capsule: 6,
+      close: 120,
     });
   });
 
@@ -76,6 +85,9 @@ describe('deployment settings', () => {
   it.each([
     [{ prefix: 'Has Spaces' }, /prefix/],
     [{ refreshIntervalMinutes: '0' }, /refreshIntervalMinutes/],
+    [{ closeRefreshWorkerCap: 1 }, /closeRefreshWorkerCap must be an integer from 2 to 1000/],
+    [{ copperRefreshWorkerCap: '1001' }, /copperRefreshWorkerCap/],
+    [{ capsuleRefreshWorkerCap: 'lots' }, /capsuleRefreshWorkerCap/],
     [{ refreshIntervalMinutes: 90 }, /refreshIntervalMinutes/],
     [{ refreshLeadSeconds: 10 }, /refreshLeadSeconds/],
     [{ logRetentionDays: 31 }, /logRetentionDays must be one of/],

@@ -144,7 +144,7 @@ describe('functions', () => {
     COPPER_CLIENT_ID: 'copper-test-client',
     CAPSULE_CLIENT_ID: 'capsule-test-client',
     CLOSE_CLIENT_ID: 'oa2client_close_test',
-    REFRESH_INTERVAL_SECONDS: '300',
+    REFRESH_INTERVAL_SECONDS: '60',
     POWERTOOLS_SERVICE_NAME: 'crm-oauth-broker',
     POWERTOOLS_METRICS_NAMESPACE: 'CrmOAuthBroker/crm-oauth-broker',
     NODE_OPTIONS: '--enable-source-maps',
@@ -165,7 +165,14 @@ describe('functions', () => {
     connections: withSecretsAndEvents,
     refresh: withSecretsAndEvents,
     'crm-request': withSecretsAndEvents,
-    'refresh-scheduled': withSecretsAndEvents,
+    // The dispatcher: the table and its CRM queues; no secret, no bus (it calls no CRM, publishes nothing).
+    'refresh-scheduled': {
+      ...common,
+      REFRESH_QUEUE_URL_COPPER: 'Queue[refresh-copper].Ref',
+      REFRESH_QUEUE_URL_CAPSULE: 'Queue[refresh-capsule].Ref',
+      REFRESH_QUEUE_URL_CLOSE: 'Queue[refresh-close].Ref',
+    },
+    'refresh-worker': withSecretsAndEvents,
   };
 
   it.each(functionNames)('%s: exactly the settings its code reads, and no secret value', (name) => {
@@ -178,12 +185,12 @@ describe('functions', () => {
 describe('schedule', () => {
   it('invokes refresh-scheduled at the configured rate with bounded retries and a dead-letter queue', () => {
     const schedule = only(assembly.statelessJson, 'AWS::Scheduler::Schedule').Properties as Json;
-    expect(schedule.ScheduleExpression).toBe('rate(5 minutes)');
+    expect(schedule.ScheduleExpression).toBe('rate(1 minute)');
     expect(schedule.State).toBe('ENABLED');
     expect(schedule.FlexibleTimeWindow).toEqual({ Mode: 'OFF' });
     const target = symbolize(assembly, schedule.Target) as Json;
     expect(target.Arn).toBe('Function[refresh-scheduled].Arn');
-    expect(target.RetryPolicy).toEqual({ MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 300 });
+    expect(target.RetryPolicy).toEqual({ MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 60 });
     expect(target.DeadLetterConfig).toEqual({ Arn: 'Queue.Arn' });
   });
 
@@ -195,13 +202,16 @@ describe('schedule', () => {
     expect(config).toMatchObject({
       FunctionName: 'Function[refresh-scheduled].Ref',
       MaximumRetryAttempts: 0,
-      MaximumEventAgeInSeconds: 300,
+      MaximumEventAgeInSeconds: 60,
       DestinationConfig: { OnFailure: { Destination: 'Queue.Arn' } },
     });
   });
 
   it('keeps dead letters encrypted, over TLS only, for 14 days', () => {
-    const queue = only(assembly.statelessJson, 'AWS::SQS::Queue').Properties as Json;
+    // The schedule's own dead-letter queue: the one queue not named for a refresh queue.
+    const queues = ofType(assembly.statelessJson, 'AWS::SQS::Queue').filter(([, q]) => !q.Properties?.Tags);
+    expect(queues).toHaveLength(1);
+    const queue = (queues[0] as [string, Resource])[1].Properties as Json;
     expect(queue.SqsManagedSseEnabled).toBe(true);
     expect(queue.MessageRetentionPeriod).toBe(14 * 86_400);
     assembly.stateless.hasResourceProperties('AWS::SQS::QueuePolicy', {
@@ -243,6 +253,11 @@ describe('operations', () => {
         'crm-oauth-broker-api-5xx',
         'crm-oauth-broker-refresh-dead-letters',
         'crm-oauth-broker-scheduled-refresh-stopped',
+        ...providerIds.flatMap((p) => [
+          `crm-oauth-broker-refresh-queue-${p}-age`,
+          `crm-oauth-broker-refresh-queue-${p}-dead-letters`,
+        ]),
+        'crm-oauth-broker-refresh-dispatch-failed',
       ].sort(),
     );
   });

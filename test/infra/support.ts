@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Template } from 'aws-cdk-lib/assertions';
 import { type BrokerApp, createBrokerApp } from '../../infra/broker-app.ts';
 import { FUNCTION_TAG, REPO_ROOT } from '../../infra/broker-function.ts';
+import { QUEUE_TAG } from '../../infra/refresh-queues.ts';
 import type { FunctionName } from '../../manifest/functions.ts';
 
 export const ACCOUNT = '111111111111';
@@ -92,7 +93,9 @@ export const ofType = (template: Json, type: string): [string, Resource][] =>
 const tagOf = (resource: Resource): string | undefined => {
   const tags = resource.Properties?.Tags;
   if (!Array.isArray(tags)) return undefined;
-  return (tags as { Key: string; Value: string }[]).find((t) => t.Key === FUNCTION_TAG)?.Value;
+  const named = tags as { Key: string; Value: string }[];
+  // A refresh queue is named by what it is for (`refresh-close`), as a function's resources by their function.
+  return (named.find((t) => t.Key === FUNCTION_TAG) ?? named.find((t) => t.Key === QUEUE_TAG))?.Value;
 };
 
 /** The logical id of `type` tagged with broker function `name`. */
