@@ -10,6 +10,13 @@
  * must wait reserves its slot with that same write and sleeps until it, then
  * reads the budget once (to see a 429 another caller met meanwhile): no
  * polling, no stampede when the budget frees up.
+ *
+ * What keeps the spacing true when the table or the process is slow: a slot
+ * found already past by more than `LATE_START_MS` is given up for a new one
+ * (starting late could bunch it with the next); slots are reserved ahead by
+ * twice the measured store round trip once that exceeds the allowance; and in
+ * one process only one caller at a time races for an idle budget (the others
+ * wait for it, then queue behind it, which never fails).
  */
 import {
   type BudgetShape,
