@@ -41,7 +41,8 @@ export const DEFAULT_CAPS: Record<CrmId, number> = { ...DEFAULT_WORKER_CAPS };
 /** Lambda's ceiling for an SQS event source mapping's maximumConcurrency. */
 export const ESM_MAX_CONCURRENCY = MAX_WORKER_CAP;
 
-const CALIBRATION = 'bench/results/refresh-calibration.json';
+/** Written by `npm run bench` section 3b (bench/refresh-pipeline.ts); `REFRESH_CALIBRATION` names another file. */
+const CALIBRATION = process.env.REFRESH_CALIBRATION ?? 'bench/results/refresh-calibration.json';
 
 /** Broker overhead per refresh, besides the CRM call: measured by the real-code bench when it has run. */
 export function brokerOverhead(path = CALIBRATION): { ms: number; source: string; calibrated: boolean } {
