@@ -165,6 +165,22 @@ describe('refresh pipeline model', () => {
     expect(close.totals.failed).toBeLessThanOrEqual(200);
   });
 
+  it("a cap below what Little's law needs makes refreshes late; one above it keeps them on time", () => {
+    // 600 Close connections refreshed every 2,700 s: 0.22 a second; at 20 s each that keeps 4.4 workers
+    // busy on average. A cap of 3 falls behind for good; a cap of 8 keeps up.
+    const run = (cap: number) => {
+      const params = tiny({ latency: { kind: 'fixed', ms: 20_000 } }, { close: spreadDue(600, 2700) });
+      params.crms = params.crms.map((c) => (c.id === 'close' ? { ...c, cap } : c));
+      return crm(simulate(params), 'close');
+    };
+    const behind = run(3);
+    const ahead = run(8);
+    expect(sum(behind.byDue.late) + sum(behind.byDue.unfinishedLate)).toBeGreaterThan(0);
+    expect(Math.max(...behind.minute.ageMaxMs)).toBeGreaterThan(600_000);
+    expect(sum(ahead.byDue.late) + sum(ahead.byDue.unfinishedLate)).toBe(0);
+    expect(Math.max(...ahead.minute.ageMaxMs)).toBeLessThan(600_000);
+  });
+
   it('the same seed gives the same run; another seed another one', () => {
     const params = { ...defaultParams(3000), windowSeconds: 3600 };
     const a = summarize(simulate(params));
