@@ -3,7 +3,7 @@
  * protects in AWS (`authorization: 'IAM'` in the manifest). Locally nothing signs or checks those
  * calls, so they answer only programs on this machine that address the loopback host by name, and
  * never a web page: not one on another site (CSRF), not one whose own name now resolves to 127.0.0.1
- * (DNS rebinding). shared/interface.md, "Running locally"; security.md row 22.
+ * (DNS rebinding). docs/local.md, "What no web page can do"; SECURITY.md row 22.
  *
  * The rule, for a server listening on `port`:
  * - `Host` must be exactly `localhost:<port>`, `127.0.0.1:<port>` or `[::1]:<port>` (ASCII case

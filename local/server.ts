@@ -1,7 +1,7 @@
 /**
  * The local broker: one process on 127.0.0.1 serving the public routes, the
  * Lambda Invoke API, the scheduled refresh, an embedded store, a local master
- * key and sandbox CRMs, as described in shared/interface.md ("Running locally").
+ * key and sandbox CRMs, as described in docs/contract.md ("What `npm start` runs").
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
