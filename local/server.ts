@@ -136,6 +136,26 @@ function lambdaError(res: ServerResponse, status: number, type: string, message:
   res.end(JSON.stringify({ Type: 'User', message }));
 }
 
+/** The demo page's figure for the refresh queues: messages per CRM, with a worker and dead-lettered. */
+function queueFigure(queue: LocalRefreshQueue): StripFigure {
+  const depth = queue.depth();
+  const value = providerIds
+    .map((p) => {
+      const { waiting, inFlight, deadLetters } = depth[p];
+      const more = [inFlight ? `${inFlight} in work` : '', deadLetters ? `${deadLetters} dead` : '']
+        .filter(Boolean)
+        .join(', ');
+      return `${p} ${waiting + inFlight}${more ? ` (${more})` : ''}`;
+    })
+    .join(' · ');
+  return {
+    label: 'refresh queues',
+    value,
+    title:
+      'Messages in each CRM refresh queue: handed out by the scheduled dispatcher, refreshed by workers, at most the CRM worker cap at once (REFRESH_WORKER_CAP_<CRM>)',
+  };
+}
+
 /** What the workers did with one scheduled pass's messages, in the summary's terms. */
 function passSummary(ended: Partial<Record<FinalOutcome, number>>) {
   return {
@@ -261,7 +281,8 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
     // The refresh queues in process, driving refresh-worker as SQS would, with each CRM's worker cap
     // (REFRESH_WORKER_CAP_<CRM>), batches of LOCAL_QUEUE_BATCH_SIZE (default 10) and a visibility
     // timeout scaled down to LOCAL_QUEUE_VISIBILITY_MS (default 1 s).
-    let deliver: ((event: SQSEvent) => Promise<WorkerAnswer>) | undefined;
+    // The worker handler exists only once the handlers are built, below.
+    const worker: { deliver?: (event: SQSEvent) => Promise<WorkerAnswer> } = {};
     const refreshQueue = new LocalRefreshQueue({
       caps: localWorkerCaps(env),
       visibilityTimeoutMs: Number(env.LOCAL_QUEUE_VISIBILITY_MS) || 1_000,
@@ -270,7 +291,7 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
         WORKER_BATCH_SIZE,
         Math.max(1, Number(env.LOCAL_QUEUE_BATCH_SIZE) || WORKER_BATCH_SIZE),
       ),
-      deliver: (event) => (deliver as NonNullable<typeof deliver>)(event),
+      deliver: (event) => (worker.deliver as NonNullable<typeof worker.deliver>)(event),
       onInvocationError: (err) => console.error('refresh worker failed', (err as Error).name),
     });
     closers.push(async () => refreshQueue.close());
@@ -298,7 +319,7 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
         payload,
         lambdaContext(name, functionSettings[name].timeoutSeconds * 1000),
       );
-    deliver = (event) => run('refresh-worker', event) as Promise<WorkerAnswer>;
+    worker.deliver = (event) => run('refresh-worker', event) as Promise<WorkerAnswer>;
     // One scheduled pass runs to completion: the dispatch, then every message it queued, worked off.
     const invoke = async (name: FunctionName, payload: unknown) => {
       if (name !== 'refresh-scheduled') return run(name, payload);
@@ -320,7 +341,8 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
         ? { schedule: { intervalSeconds: deps.config.refreshIntervalSeconds, nextRunAt: () => nextRunAt } }
         : {}),
       ...(eventsFile ? { eventsFile } : {}),
-      ...(options.figures ? { figures: options.figures } : {}),
+      // The refresh queues' depth per CRM first, then whatever the caller adds.
+      figures: async () => [queueFigure(refreshQueue), ...((await options.figures?.()) ?? [])],
     });
 
     // The Invoke API and the IAM routes answer only loopback callers that no browser marks as another

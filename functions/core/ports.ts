@@ -83,18 +83,21 @@ export interface ConnectionStore {
   ): Promise<{ ids: string[]; itemsRead: number; more: boolean }>;
   /**
    * Claims a connection for a refresh: moves its due time to `untilSeconds` only if it is still due
-   * at `nowSeconds`, so nobody hands it out again meanwhile. The claimed record, or undefined.
+   * at `nowSeconds` (or already claimed by this `runId`: a retry), so nobody hands it out again
+   * meanwhile. The claimed record, or undefined.
    */
   claimDueConnection(
     connectionId: string,
     nowSeconds: number,
     untilSeconds: number,
+    runId: string,
   ): Promise<ConnectionRecord | undefined>;
   /** The same for an expired pending result; its provider, or undefined when not due (any more). */
   claimExpiredPending(
     confirmationHash: string,
     nowSeconds: number,
     untilSeconds: number,
+    runId: string,
   ): Promise<ProviderId | undefined>;
   /** Gives a claim back (due at `dueAtSeconds`) if the connection still carries it; true if it did. */
   releaseClaim(connectionId: string, claimedUntil: number, dueAtSeconds: number): Promise<boolean>;

@@ -196,6 +196,10 @@ describe('with the sandbox CRMs', () => {
     expect(refreshes.peak).toBe(2);
     expect(broker.server.refreshQueue.peakInvocations.get('close')).toBeLessThanOrEqual(2);
     expect(broker.server.refreshQueue.depth().close).toEqual({ waiting: 0, inFlight: 0, deadLetters: 0 });
+    // The demo page shows each CRM queue's depth in its status strip.
+    const state = (await (await fetch(`${broker.server.url}/demo/state`)).json()) as { strip: string };
+    expect(state.strip).toContain('refresh queues');
+    expect(state.strip).toContain('copper 0 · capsule 0 · close 0');
     for (const id of ids) {
       expect((await broker.server.deps.store.getConnection(id))?.lastRefreshedAt).toBeGreaterThan(0);
     }

@@ -153,23 +153,24 @@ export class Store {
    * its due time (and its place in the due index) to `untilSeconds`. Not
    * `dueAt = <what the index said>`: `dueAt <= now` is the same test without
    * the index's value, and two dispatchers that overlap cannot both pass it.
-   * `dueAt = :until` lets an SDK retry of a claim that landed (its answer lost)
-   * succeed, as the lease does. A write, so it reads nothing: finding stays
-   * about one index item per due.
+   * `claimId = :run` lets an SDK retry of this run's claim that landed (its
+   * answer lost) succeed, as the lease does; another run never matches it. A
+   * write, so it reads nothing: finding stays about one index item per due.
    */
   async claimDueConnection(
     connectionId: string,
     nowSeconds: number,
     untilSeconds: number,
+    runId: string,
   ): Promise<ConnectionRecord | undefined> {
     return unlessConditionFails(async () => {
       const out = await this.db.send(
         new UpdateItemCommand({
           TableName: this.tableName,
           Key: marshall(keys.connection(connectionId)),
-          UpdateExpression: 'SET dueAt = :until',
-          ConditionExpression: 'attribute_exists(pk) AND (dueAt <= :now OR dueAt = :until)',
-          ExpressionAttributeValues: marshall({ ':until': untilSeconds, ':now': nowSeconds }),
+          UpdateExpression: 'SET dueAt = :until, claimId = :run',
+          ConditionExpression: 'attribute_exists(pk) AND (dueAt <= :now OR claimId = :run)',
+          ExpressionAttributeValues: marshall({ ':until': untilSeconds, ':now': nowSeconds, ':run': runId }),
           ReturnValues: 'ALL_NEW',
         }),
       );
@@ -182,15 +183,16 @@ export class Store {
     confirmationHash: string,
     nowSeconds: number,
     untilSeconds: number,
+    runId: string,
   ): Promise<ProviderId | undefined> {
     return unlessConditionFails(async () => {
       const out = await this.db.send(
         new UpdateItemCommand({
           TableName: this.tableName,
           Key: marshall(keys.pending(confirmationHash)),
-          UpdateExpression: 'SET dueAt = :until',
-          ConditionExpression: 'attribute_exists(pk) AND (dueAt <= :now OR dueAt = :until)',
-          ExpressionAttributeValues: marshall({ ':until': untilSeconds, ':now': nowSeconds }),
+          UpdateExpression: 'SET dueAt = :until, claimId = :run',
+          ConditionExpression: 'attribute_exists(pk) AND (dueAt <= :now OR claimId = :run)',
+          ExpressionAttributeValues: marshall({ ':until': untilSeconds, ':now': nowSeconds, ':run': runId }),
           ReturnValues: 'ALL_NEW',
         }),
       );
@@ -630,7 +632,16 @@ export class Store {
 }
 
 function toConnection(item: Record<string, unknown>): ConnectionRecord {
-  const { pk: _pk, sk: _sk, gsi1pk: _g1, gsi1sk: _g2, duePk: _d, [TTL_ATTRIBUTE]: _t, ...rest } = item;
+  const {
+    pk: _pk,
+    sk: _sk,
+    gsi1pk: _g1,
+    gsi1sk: _g2,
+    duePk: _d,
+    claimId: _c,
+    [TTL_ATTRIBUTE]: _t,
+    ...rest
+  } = item;
   return {
     lastError: null,
     lastRefreshedAt: null,

@@ -7,6 +7,7 @@
  * results nobody confirmed in time go the same way, to be discarded and
  * revoked by a worker. The dispatcher itself reads no token and calls no CRM.
  */
+import { randomUUID } from 'node:crypto';
 import { errorFields } from '../domain/error-fields.ts';
 import { CLAIM_WINDOW_SECONDS, type QueueMessage } from '../domain/refresh-queue.ts';
 import { AWS_CALL_MAX_MS } from '../domain/timeline.ts';
@@ -42,6 +43,13 @@ export interface DispatchSummary {
   pendingDispatched: number;
 }
 
+/** One dispatcher run: when it looks, until when its claims hold, and its own id. */
+interface Run {
+  nowSeconds: number;
+  claimUntil: number;
+  runId: string;
+}
+
 /** The most expired pending results handed out per run. */
 const PENDING_PER_RUN = 100;
 
@@ -50,7 +58,8 @@ export async function dispatchDueRefreshes(
   options: DispatchOptions = {},
 ): Promise<DispatchSummary> {
   const nowSeconds = Math.floor(deps.now() / 1000);
-  const claimUntil = nowSeconds + CLAIM_WINDOW_SECONDS;
+  // One id per run: a retry of this run's own claim passes, another run's never does.
+  const run: Run = { nowSeconds, claimUntil: nowSeconds + CLAIM_WINDOW_SECONDS, runId: randomUUID() };
   const { ids, itemsRead, more } = await deps.store.findDueConnections(
     nowSeconds,
     options.maxConnections ?? 20_000,
@@ -76,20 +85,18 @@ export async function dispatchDueRefreshes(
     }
     const chunk = ids.slice(i, i + chunkSize);
     const claimed = await inParallel(chunk, options.concurrency ?? 16, (connectionId) =>
-      claim(deps, connectionId, nowSeconds, claimUntil, summary),
+      claim(deps, connectionId, run, summary),
     );
     const messages = claimed.filter((m): m is QueueMessage => m !== undefined);
     const { failed } = await send(deps, messages);
     summary.dispatched += messages.length - failed;
     summary.sendFailed += failed;
   }
-  summary.pendingDispatched = await dispatchExpiredPending(deps, nowSeconds, claimUntil).catch(
-    (err: unknown) => {
-      // They stay expired and are found by the next run; the connections above are on their way.
-      deps.logger.warn('unconfirmed connect results not dispatched this run', errorFields(err));
-      return 0;
-    },
-  );
+  summary.pendingDispatched = await dispatchExpiredPending(deps, run).catch((err: unknown) => {
+    // They stay expired and are found by the next run; the connections above are on their way.
+    deps.logger.warn('unconfirmed connect results not dispatched this run', errorFields(err));
+    return 0;
+  });
   report(deps, summary);
   return summary;
 }
@@ -98,13 +105,12 @@ export async function dispatchDueRefreshes(
 async function claim(
   deps: Deps,
   connectionId: string,
-  nowSeconds: number,
-  claimUntil: number,
+  run: Run,
   summary: DispatchSummary,
 ): Promise<QueueMessage | undefined> {
   let record;
   try {
-    record = await deps.store.claimDueConnection(connectionId, nowSeconds, claimUntil);
+    record = await deps.store.claimDueConnection(connectionId, run.nowSeconds, run.claimUntil, run.runId);
   } catch (err) {
     // One failing claim does not end the run: this connection stays due for the next one.
     summary.claimFailed++;
@@ -116,16 +122,21 @@ async function claim(
     return undefined;
   }
   const { provider, version } = record;
-  return { kind: 'refresh', connectionId, provider, version, claimedUntil: claimUntil };
+  return { kind: 'refresh', connectionId, provider, version, claimedUntil: run.claimUntil };
 }
 
 /** Expired pending results, claimed like connections, to their CRM's queue (the worker revokes their grants). */
-async function dispatchExpiredPending(deps: Deps, nowSeconds: number, claimUntil: number): Promise<number> {
-  const hashes = await deps.store.findExpiredPending(nowSeconds, PENDING_PER_RUN);
+async function dispatchExpiredPending(deps: Deps, run: Run): Promise<number> {
+  const hashes = await deps.store.findExpiredPending(run.nowSeconds, PENDING_PER_RUN);
   const claimed = await inParallel(hashes, 8, async (confirmationHash): Promise<QueueMessage | undefined> => {
-    const provider = await deps.store.claimExpiredPending(confirmationHash, nowSeconds, claimUntil);
+    const provider = await deps.store.claimExpiredPending(
+      confirmationHash,
+      run.nowSeconds,
+      run.claimUntil,
+      run.runId,
+    );
     return provider
-      ? { kind: 'discard-pending', confirmationHash, provider, claimedUntil: claimUntil }
+      ? { kind: 'discard-pending', confirmationHash, provider, claimedUntil: run.claimUntil }
       : undefined;
   });
   const messages = claimed.filter((m): m is QueueMessage => m !== undefined);
