@@ -35,6 +35,11 @@ export interface BrokerSettings {
    * defaults and their reasons in manifest/refresh-queues.ts and docs/scale.md).
    */
   readonly refreshWorkerCaps: Readonly<Record<ProviderId, number>>;
+  /**
+   * Each CRM's API budget shared by all callers of an account (`<crm>RateLimit` as
+   * `<requests>/<seconds>`, e.g. `"20/1"`, becomes `<P>_RATE_LIMIT`); unset keeps the documented default.
+   */
+  readonly crmRateLimits: Readonly<Partial<Record<ProviderId, string>>>;
   /** How long before expiry the scheduler refreshes a token (`REFRESH_LEAD_SECONDS`); unset keeps the code's default. */
   readonly refreshLeadSeconds: number | undefined;
   readonly logRetentionDays: number;
@@ -69,6 +74,7 @@ export class SettingsError extends Error {
 
 export const clientIdContextKey = (provider: ProviderId): string => `${provider}ClientId`;
 export const workerCapContextKey = (provider: ProviderId): string => `${provider}RefreshWorkerCap`;
+export const rateLimitContextKey = (provider: ProviderId): string => `${provider}RateLimit`;
 
 function text(read: ContextReader, key: string): string | undefined {
   const value = read(key);
@@ -108,6 +114,20 @@ export function readSettings(read: ContextReader): BrokerSettings {
       throw new SettingsError(`context ${clientIdContextKey(provider)} is not a plausible client id`);
     }
     clientIds[provider] = clientId;
+  }
+
+  // The same rule the functions apply at cold start (rate-limits.ts), so a bad value fails here instead.
+  const crmRateLimits: Partial<Record<ProviderId, string>> = {};
+  for (const provider of providerIds) {
+    const value = text(read, rateLimitContextKey(provider));
+    if (value === undefined) continue;
+    const match = /^\s*(\d{1,9})\s*\/\s*(\d{1,9})\s*$/.exec(value);
+    if (!match || Number(match[1]) < 1 || Number(match[2]) < 1) {
+      throw new SettingsError(
+        `context ${rateLimitContextKey(provider)} must be <requests>/<seconds> with both at least 1, e.g. 20/1`,
+      );
+    }
+    crmRateLimits[provider] = `${Number(match[1])}/${Number(match[2])}`;
   }
 
   const originsRaw = read('returnToOrigins');
@@ -167,6 +187,7 @@ export function readSettings(read: ContextReader): BrokerSettings {
         integer(read, workerCapContextKey(p), DEFAULT_WORKER_CAPS[p], MIN_WORKER_CAP, MAX_WORKER_CAP),
       ]),
     ) as Record<ProviderId, number>,
+    crmRateLimits,
     refreshLeadSeconds:
       refreshLead === undefined || refreshLead === null || refreshLead === ''
         ? undefined

@@ -110,6 +110,8 @@ export class StatelessStack extends Stack {
     for (const provider of providerIds) {
       const clientId = settings.clientIds[provider];
       if (clientId) environment[`${envPrefix(provider)}_CLIENT_ID`] = clientId;
+      const rateLimit = settings.crmRateLimits[provider];
+      if (rateLimit) environment[`${envPrefix(provider)}_RATE_LIMIT`] = rateLimit;
     }
 
     const functions = new Map<FunctionName, BrokerFunction>();

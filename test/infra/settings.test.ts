@@ -13,6 +13,7 @@ describe('deployment settings', () => {
       customDomain: undefined,
       refreshIntervalMinutes: 1,
       refreshWorkerCaps: { copper: 2, capsule: 4, close: 50 },
+      crmRateLimits: {},
       refreshLeadSeconds: undefined,
       logRetentionDays: 30,
       publicRouteRateLimit: 20,
@@ -28,6 +29,13 @@ describe('deployment settings', () => {
       copper: 2,
       capsule: 6,
       close: 120,
+    });
+  });
+
+  it("takes each CRM's API budget from <crm>RateLimit as <requests>/<seconds>", () => {
+    expect(read({ closeRateLimit: ' 20 / 1 ', copperRateLimit: '90/60' }).crmRateLimits).toEqual({
+      close: '20/1',
+      copper: '90/60',
     });
   });
 
@@ -90,6 +98,9 @@ describe('deployment settings', () => {
     [{ capsuleRefreshWorkerCap: 'lots' }, /capsuleRefreshWorkerCap/],
     [{ refreshIntervalMinutes: 90 }, /refreshIntervalMinutes/],
     [{ refreshLeadSeconds: 10 }, /refreshLeadSeconds/],
+    [{ closeRateLimit: '0/1' }, /closeRateLimit must be <requests>\/<seconds>/],
+    [{ capsuleRateLimit: '4000' }, /capsuleRateLimit/],
+    [{ copperRateLimit: '180/0' }, /copperRateLimit/],
     [{ logRetentionDays: 31 }, /logRetentionDays must be one of/],
     [{ alarmTopicArn: 'ops-alarms' }, /SNS topic ARN/],
     [{ copperClientId: 'has space' }, /copperClientId/],
