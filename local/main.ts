@@ -92,7 +92,10 @@ humanLogs({ color: Boolean(process.stdout.isTTY) });
 const server = await startLocalServer({
   dataDir: DATA_DIR,
   ...(lifetime ? { sandboxTokenLifetimeSeconds: lifetime } : {}),
-  log: (line) => console.log(line),
+  // The demo page polls its state every few seconds: only a failed poll is worth a line.
+  log: (line) => {
+    if (!line.startsWith('GET /demo/state 200 ')) console.log(line);
+  },
 }).catch((err: unknown): never => {
   const e = err as { code?: unknown; message?: unknown };
   if (e.code === 'EADDRINUSE') {

@@ -103,6 +103,8 @@ describe('npm start', () => {
   it('logs one short line per request, without the query string, and no JSON', async () => {
     const s = await start(mkdtempSync(join(tmpdir(), 'npm-start-')));
     const before = s.out().length;
+    // The demo page's polling is not logged (it would be a line every 3 s).
+    expect((await fetch(`http://127.0.0.1:${s.port}/demo/state`)).status).toBe(200);
     await fetch(`http://127.0.0.1:${s.port}/connect/close?session=secret-session-value`);
     const invoked = await fetch(`http://127.0.0.1:${s.port}/2015-03-31/functions/token-fetch/invocations`, {
       method: 'POST',
