@@ -337,9 +337,19 @@ describe('admitRequest and recordCrmAnswer', () => {
     const refused = answers.filter((a) => !a.admitted);
     expect(refused).toHaveLength(6);
     for (const r of refused) expect(r).toEqual({ admitted: false, retryAfterSeconds: 1 });
-    // The first costs one write; each waiter its write and one read after the wait; a refusal
-    // already known from this process's last view costs nothing.
-    expect(w.budgets.operations).toBe(1 + 8 * 2);
+    // Each admitted caller costs its one write (waits this short read nothing); a refusal already
+    // known from this process's view costs nothing.
+    expect(w.budgets.operations).toBe(9);
+  });
+
+  it('a caller waiting a longer while reads the budget once before its slot', async () => {
+    const w = world({ COPPER_RATE_LIMIT: '1/1' });
+    const c = connection('copper');
+    await admitRequest(w.deps, c, w.now() + 10_000);
+    expect(w.budgets.operations).toBe(1);
+    // The next slot is 1.2 s away: one write to reserve it, one read just before it.
+    expect(await admitRequest(w.deps, c, w.now() + 10_000)).toEqual({ admitted: true });
+    expect(w.budgets.operations).toBe(3);
   });
 
   it('holds every caller of the account after a 429 until Retry-After, then admits', async () => {

@@ -44,6 +44,9 @@ export const LIMIT_RELEARN_MS = 3600_000;
  */
 const TAKE_ATTEMPTS = 6;
 
+/** A wait at least this long reads the budget before its slot (shorter ones see only this process's news). */
+const READ_BEFORE_WAITS_OF_MS = 250;
+
 /**
  * Whose budget a connection spends: the CRM account's (`provider` + account id),
  * or for a per-user limit (Capsule) that account's user's.
@@ -144,18 +147,23 @@ export async function admitRequest(
     // Starting late could bunch this request with the next slot's: give the slot up, take another.
     if (deps.now() - slot > LATE_START_MS) continue;
     if (slot > deps.now()) {
-      // A caller that waits looks once more, just before its slot (one read): a 429 or a spent window
-      // that any caller of the account met meanwhile holds it too, and so does a lower limit the CRM
-      // reported (the slot was spaced for the higher one): it queues again.
+      // A caller that waits looks once more just before its slot: a 429 or a spent window that a
+      // caller of the account met meanwhile holds it too, and so does a lower limit the CRM reported
+      // (the slot was spaced for the higher one): it queues again. This process's own callers' news
+      // is in its view at once; for a longer wait one read brings other containers' too.
+      const wait = slot - deps.now();
       const readAt = slot - 2 * storeRoundTripMs;
-      if (readAt > deps.now()) await deps.sleep(readAt - deps.now());
-      const readStarted = deps.now();
-      state = await deps.rateBudgets.read(id);
-      measured(deps.now() - readStarted);
+      if (wait >= READ_BEFORE_WAITS_OF_MS && readAt > deps.now()) await deps.sleep(readAt - deps.now());
+      if (wait >= READ_BEFORE_WAITS_OF_MS) {
+        const readStarted = deps.now();
+        state = await deps.rateBudgets.read(id);
+        measured(deps.now() - readStarted);
+      }
+      if (slot > deps.now()) await deps.sleep(slot - deps.now());
+      state = deps.rateBudgets.cached(id) ?? state;
       const blocked = (state.blockedUntil ?? 0) > slot;
       const lowered = state.limit !== undefined && state.limit < limit;
       if (blocked || lowered) continue;
-      if (slot > deps.now()) await deps.sleep(slot - deps.now());
       // A timer that fired late (a busy process) is a late start too.
       if (deps.now() - slot > LATE_START_MS) continue;
     }
