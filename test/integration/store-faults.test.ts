@@ -23,6 +23,7 @@ import {
 } from '../support/dynamo-faults.ts';
 import { connect, returnToOf, startConnect } from '../support/flows.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
+import { loggedErrors } from '../support/logs.ts';
 import {
   expectConnectedRedirect,
   expectErrorPage,
@@ -182,6 +183,13 @@ describe("callback: the state's conditional DeleteItem times out", () => {
     faults.arm({ command: 'DeleteItemCommand', match: stateDelete, error: 'TimeoutError' });
 
     expectErrorPage(await browser.request(callback), 500);
+    expect(loggedErrors()).toEqual([
+      expect.objectContaining({
+        message: 'unexpected failure',
+        function: 'callback',
+        errorName: 'TimeoutError',
+      }),
+    ]);
     expect(closeCalls()).toEqual(calls);
     expect(await itemsOf(broker, 'CONN#', 'owner-state-before')).toEqual([]);
     expect(await itemsOf(broker, 'STATE#', 'owner-state-before')).toEqual(states);
@@ -200,6 +208,13 @@ describe("callback: the state's conditional DeleteItem times out", () => {
     faults.arm({ command: 'DeleteItemCommand', match: stateDelete, error: 'TimeoutError', when: 'after' });
 
     expectErrorPage(await browser.request(callback), 500);
+    expect(loggedErrors()).toEqual([
+      expect.objectContaining({
+        message: 'unexpected failure',
+        function: 'callback',
+        errorName: 'TimeoutError',
+      }),
+    ]);
     expect(await itemsOf(broker, 'STATE#', 'owner-state-after')).toEqual([]);
     // The code was never exchanged: the flow is lost, not half-done. The person starts again.
     expectErrorPage(await browser.request(callback), 400);
@@ -456,6 +471,14 @@ describe('callback: the connection UpdateItem fails after a successful code exch
 
       expectErrorRedirect(await browser.request(callback), returnTo(), 'internal_error');
       expect(fault.fired).toBe(1);
+      // Logged as what it is, with the error's name (never the code or a token).
+      expect(loggedErrors()).toEqual([
+        expect.objectContaining({
+          message: 'callback failed after the state was consumed',
+          provider: 'close',
+          errorName: error,
+        }),
+      ]);
       expect(closeCalls()).toEqual({ ...calls, code: calls.code + 1, identity: calls.identity + 1 });
       expect(await itemsOf(broker, 'CONN#', owner)).toEqual([]);
       expect(await itemsOf(broker, 'STATE#', owner)).toEqual([]);

@@ -5,8 +5,26 @@
  * those lines go through `console` instead, so vitest attributes each line to the test that caused
  * it, and `silent: 'passed-only'` (vitest.config.ts) shows them only for a test that fails, where
  * they are what one needs to see. Tests that read the log themselves replace process.stdout.write
- * for their duration and see every line first.
+ * for their duration and see every line first. Each line is also kept, parsed, for the test to assert
+ * on (logs.ts: `loggedErrors()`).
  */
+import { beforeEach } from 'vitest';
+import { type LogLine, logLines } from './logs.ts';
+
+beforeEach(() => {
+  logLines().length = 0;
+});
+
+function keep(chunk: string) {
+  for (const line of chunk.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      logLines().push(JSON.parse(line) as LogLine);
+    } catch {
+      // Not one whole JSON line: it is still printed, only not kept.
+    }
+  }
+}
 const isLogLine = (chunk: unknown): chunk is string =>
   typeof chunk === 'string' && chunk.startsWith('{"level":');
 
@@ -19,6 +37,7 @@ for (const [stream, method] of [
   stream.write = ((chunk: unknown, ...rest: unknown[]) => {
     // Re-entrant writes (a console that itself writes to the stream) go out as they are.
     if (forwarding || !isLogLine(chunk)) return write(chunk, ...rest);
+    keep(chunk);
     forwarding = true;
     try {
       console[method](chunk.trimEnd());
