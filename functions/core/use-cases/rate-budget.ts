@@ -40,9 +40,11 @@ export const LIMIT_RELEARN_MS = 3600_000;
 
 /**
  * Enough for a guess of the wrong case, a race lost to another caller, a slot
- * given up because the table answered late, a wait that found a block.
+ * given up because the table answered late, a wait that found a block, several
+ * times over: on a starved store a caller gives up (a 429 of the broker's own
+ * with `retryAfterSeconds`) only after this many writes, not at the first races.
  */
-const TAKE_ATTEMPTS = 6;
+const TAKE_ATTEMPTS = 12;
 
 /** A wait at least this long reads the budget before its slot (shorter ones see only this process's news). */
 const READ_BEFORE_WAITS_OF_MS = 250;
