@@ -20,21 +20,21 @@ export const MAX_WORKER_CAP = 1000;
 
 /**
  * Refreshes in flight at once at each CRM's token endpoint (a worker handles
- * one message at a time, so this is also the number of concurrent workers):
- * - copper: 180 requests/min documented; its tokens never expire, so its only
- *   calls are one health check per connection per day. AWS's minimum, 2
- *   (about 6 calls/s at 300 ms), covers 500,000 connections a day.
+ * one message at a time, so this is also the number of concurrent workers).
+ * Each is about twice what 1,000,000 connections (a third per CRM) need at a
+ * mean CRM latency of 0.5 s (Little's law), so the backlog of a 10-minute
+ * outage clears in about as long again; docs/scale.md has the reasoning.
+ * - copper: 180 requests/min documented, per token; tokens never expire, so one
+ *   health check per connection a day: 3.9/s at 1M, about 2 in flight. 4.
  * - capsule: 4,000 requests/hour per user, and it may block apps that keep
- *   going past limits; 7-day tokens mean about 0.6 refreshes/s per 333,000
- *   connections. 4 leaves room for catching up after an outage.
- * - close: per-key limits with 429 + retry-after; 1-hour rotating tokens make
- *   it the busy one: 333,000 connections need about 93 refreshes/s, which 50
- *   in flight sustain at up to 500 ms each.
+ *   going past limits; 7-day tokens: 0.6/s at 1M, under 1 in flight. 4.
+ * - close: limits per key and organization, 429 with retry-after; 1-hour
+ *   rotating tokens refreshed every 45 minutes: 93/s at 1M, about 46 in flight. 100.
  */
 export const DEFAULT_WORKER_CAPS: Readonly<Record<ProviderId, number>> = {
-  copper: 2,
+  copper: 4,
   capsule: 4,
-  close: 50,
+  close: 100,
 };
 
 /** The environment variable naming a CRM's refresh queue URL (set by the stack on the dispatcher). */

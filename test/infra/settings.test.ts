@@ -12,7 +12,7 @@ describe('deployment settings', () => {
       returnToOrigins: undefined,
       customDomain: undefined,
       refreshIntervalMinutes: 1,
-      refreshWorkerCaps: { copper: 2, capsule: 4, close: 50 },
+      refreshWorkerCaps: { copper: 4, capsule: 4, close: 100 },
       crmRateLimits: {},
       refreshLeadSeconds: undefined,
       logRetentionDays: 30,
@@ -26,7 +26,7 @@ describe('deployment settings', () => {
 
   it("takes each CRM's refresh worker cap from <crm>RefreshWorkerCap, keeping the defaults for the others", () => {
     expect(read({ closeRefreshWorkerCap: 120, capsuleRefreshWorkerCap: ' 6 ' }).refreshWorkerCaps).toEqual({
-      copper: 2,
+      copper: 4,
       capsule: 6,
       close: 120,
     });

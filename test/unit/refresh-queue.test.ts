@@ -149,7 +149,7 @@ describe('the local queue', () => {
   });
 
   it('takes each CRM cap from REFRESH_WORKER_CAP_<CRM>, within what AWS allows', () => {
-    expect(localWorkerCaps({ REFRESH_WORKER_CAP_CLOSE: '7' })).toMatchObject({ close: 7, copper: 2 });
+    expect(localWorkerCaps({ REFRESH_WORKER_CAP_CLOSE: '7' })).toMatchObject({ close: 7, copper: 4 });
     expect(() => localWorkerCaps({ REFRESH_WORKER_CAP_COPPER: '1' })).toThrow(/REFRESH_WORKER_CAP_COPPER/);
     expect(() => localWorkerCaps({ REFRESH_WORKER_CAP_CLOSE: 'many' })).toThrow(/REFRESH_WORKER_CAP_CLOSE/);
   });
