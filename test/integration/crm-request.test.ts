@@ -341,16 +341,11 @@ describe('crm-request 401 handling against a rotating, reuse-detecting CRM (oidc
     );
     crm.setTokenLatency(0);
     expect(crm.calls).toMatchObject({ refresh_token: 1, reuseDetected: 0 });
-    // Every caller got the CRM's 200, or (under a storm on a CPU-starved test machine the shared rate
-    // budget may hold a few back) the broker's own 429 with no CRM call: never a 401, never an error.
-    const statuses = answers.map((a) => value(a).status as number);
-    const heldBack = answers.filter((a) => value(a).status === 429);
-    for (const a of heldBack) expect(value(a)).toMatchObject({ headers: {}, body: null });
-    expect(statuses.filter((st) => st !== 200 && st !== 429)).toEqual([]);
-    expect(statuses.filter((st) => st === 200).length).toBeGreaterThan(0);
+    // Every caller got the CRM's 200: the budget is far above the load, so it holds nobody back.
+    expect(answers.map((a) => value(a).status)).toEqual(Array.from({ length: CALLERS }, () => 200));
     // Each caller called once, plus once more if its first call went out with the rejected token
     // (a caller that read the connection after the refresh never saw the 401).
-    expect(crm.calls.identity).toBeGreaterThan(CALLERS - heldBack.length);
+    expect(crm.calls.identity).toBeGreaterThan(CALLERS);
     expect(crm.calls.identity).toBeLessThanOrEqual(2 * CALLERS);
   });
 
