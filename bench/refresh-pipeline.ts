@@ -147,6 +147,8 @@ export interface PipelineResult {
   due: number;
   seedSeconds: number;
   dispatch: {
+    /** Runs it took (each within the dispatcher's timeout) to hand out everything due. */
+    runs: number;
     seconds: number;
     itemsRead: number;
     itemsReadPerDue: number;
@@ -156,7 +158,7 @@ export interface PipelineResult {
   };
   byCap: { cap: number; refreshes: number; seconds: number; perSecond: number; idealPerSecond: number }[];
   rest: { cap: number; refreshes: number; seconds: number; perSecond: number };
-  /** Handed out again by a second run while the first run's messages wait (must be 0). */
+  /** Connections handed out more than once while their messages wait, one more run included (must be 0). */
   redispatched: number;
   /** Messages worked off (a sample, unless BENCH_PIPELINE_ALL=1). */
   workedOff: number;
@@ -220,17 +222,34 @@ export async function refreshPipeline(
     const dueIds = await seed(seedDeps, seeder, connections, 10);
     const seedSeconds = (performance.now() - t) / 1000;
 
-    // The dispatcher: one scheduled run over all that is due.
+    // The dispatcher, run after run as the schedule would (each within its 60 s timeout), until
+    // everything due is handed out; a connection handed out twice is counted.
+    const handedOut = new Set<string>();
+    let handedOutTwice = 0;
+    const dispatchRun = async () => {
+      const before = messages.length;
+      const summary = await dispatch(
+        {},
+        lambdaContext('refresh-scheduled', functionSettings['refresh-scheduled'].timeoutSeconds * 1000),
+      );
+      for (const m of messages.slice(before)) {
+        const id = m.kind === 'refresh' ? m.connectionId : m.confirmationHash;
+        if (handedOut.has(id)) handedOutTwice++;
+        handedOut.add(id);
+      }
+      return summary;
+    };
     let calls0 = snapshot(calls);
     let cpu0 = cpuMs();
     t = performance.now();
-    const run = await dispatch(
-      {},
-      lambdaContext('refresh-scheduled', functionSettings['refresh-scheduled'].timeoutSeconds * 1000),
-    );
+    const runs: Record<string, number>[] = [];
+    do runs.push(await dispatchRun());
+    while ((runs.at(-1)?.deferred ?? 0) > 0 && runs.length < 20);
+    const run = runs[0] as Record<string, number>;
     const dispatchSeconds = (performance.now() - t) / 1000;
     const dispatchCalls = since(calls, calls0);
     const dispatchCpu = cpuMs() - cpu0;
+    const dispatchedTotal = runs.reduce((a, r) => a + (r.dispatched ?? 0), 0);
 
     // The workers, through the in-process queue, at each cap.
     const work = async (cap: number, batch: QueueMessage[]) => {
@@ -278,11 +297,8 @@ export async function refreshPipeline(
         : { refreshes: 0, seconds: 0 };
     refreshed += rest.refreshes;
     const workedOff = process.env.BENCH_PIPELINE_ALL === '1' ? messages.length : offset;
-    // Claimed while their messages wait: a second run finds nothing due.
-    const again = await dispatch(
-      {},
-      lambdaContext('refresh-scheduled', functionSettings['refresh-scheduled'].timeoutSeconds * 1000),
-    );
+    // Claimed while their messages wait: one more run hands nothing out again.
+    await dispatchRun();
 
     // Every connection refreshed exactly once: one CRM call each, no refresh token presented twice, version 1 -> 2.
     const count = (await (await fetch(`${servers.crm}/count`)).json()) as { calls: number; repeats: number };
@@ -310,12 +326,13 @@ export async function refreshPipeline(
         seconds: dispatchSeconds,
         itemsRead: run.itemsRead ?? 0,
         itemsReadPerDue: (run.itemsRead ?? 0) / (run.due || 1),
-        dispatched: run.dispatched ?? 0,
-        storeCallsPerDue: sum(dispatchCalls) / (run.due || 1),
-        cpuMsPerDue: dispatchCpu / (run.due || 1),
+        dispatched: dispatchedTotal,
+        runs: runs.length,
+        storeCallsPerDue: sum(dispatchCalls) / (dispatchedTotal || 1),
+        cpuMsPerDue: dispatchCpu / (dispatchedTotal || 1),
       },
       byCap,
-      redispatched: again.dispatched ?? 0,
+      redispatched: handedOutTwice,
       workedOff,
       rest: {
         cap: restCap,
@@ -345,7 +362,7 @@ function print(r: PipelineResult, printTable: (title: string, rows: Row[]) => vo
   const rows: Row[] = [
     {
       figure: `${r.connections.toLocaleString('en')} connections, ${r.due.toLocaleString('en')} due: dispatch`,
-      measured: `${r.dispatch.itemsRead} index items read = ${r.dispatch.itemsReadPerDue.toFixed(2)} per due; ${r.dispatch.dispatched} claimed and queued in ${r.dispatch.seconds.toFixed(1)} s`,
+      measured: `first run: ${r.dispatch.itemsRead} index items read = ${r.dispatch.itemsReadPerDue.toFixed(2)} per due; ${r.dispatch.dispatched} claimed and queued in ${r.dispatch.runs} run(s), ${r.dispatch.seconds.toFixed(1)} s`,
       target: 'about 1 item read per due; all due queued',
       verdict: verdict(r.dispatch.itemsReadPerDue <= 1.05 && r.dispatch.dispatched === r.due),
     },
@@ -366,7 +383,7 @@ function print(r: PipelineResult, printTable: (title: string, rows: Row[]) => vo
         ]
       : []),
     {
-      figure: 'a second dispatch while the messages wait: handed out again',
+      figure: 'connections handed out twice (all runs, and one more while the messages wait)',
       measured: String(r.redispatched),
       target: '0',
       verdict: verdict(r.redispatched === 0),
