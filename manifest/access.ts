@@ -111,5 +111,14 @@ const sampleContext = tokenContext({ connectionId: 'c', ownerId: 'o', provider: 
 /** `purpose` of every token envelope: the KMS key policy and the roles require it. */
 export const TOKEN_PURPOSE: string = sampleContext.purpose;
 
-/** The only encryption-context keys a token envelope may carry. */
-export const TOKEN_CONTEXT_KEYS: readonly string[] = Object.keys(sampleContext).sort();
+/**
+ * The encryption-context key naming an intermediate key's slot (docs/key-hierarchy.md): the
+ * intermediate keys are KMS data keys under `{purpose, provider, keySlot}`, bound to their CRM and day.
+ */
+export const INTERMEDIATE_KEY_SLOT = 'keySlot';
+
+/** The only encryption-context keys a token envelope may carry (its own, and its intermediate key's slot). */
+export const TOKEN_CONTEXT_KEYS: readonly string[] = [
+  ...Object.keys(sampleContext),
+  INTERMEDIATE_KEY_SLOT,
+].sort();

@@ -52,7 +52,7 @@ const tokenEnvelopes = (...actions: string[]) =>
     Condition: {
       StringEquals: { 'kms:EncryptionContext:purpose': 'crm-oauth-broker/tokens' },
       'ForAllValues:StringEquals': {
-        'kms:EncryptionContextKeys': ['connectionId', 'ownerId', 'provider', 'purpose'],
+        'kms:EncryptionContextKeys': ['connectionId', 'keySlot', 'ownerId', 'provider', 'purpose'],
       },
     },
   });
@@ -284,7 +284,7 @@ describe('the token key policy', () => {
           'kms:EncryptionContext:purpose': 'crm-oauth-broker/tokens',
         },
         'ForAllValues:StringEquals': {
-          'kms:EncryptionContextKeys': ['connectionId', 'ownerId', 'provider', 'purpose'],
+          'kms:EncryptionContextKeys': ['connectionId', 'keySlot', 'ownerId', 'provider', 'purpose'],
         },
       },
     });

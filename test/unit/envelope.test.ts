@@ -55,15 +55,15 @@ describe('envelope encryption (v2: intermediate key per CRM and day, HKDF per ci
     const stored = await envelope.encrypt('{"accessToken":"CANARY-ACCESS"}', ctxA);
     expect(stored).not.toContain('CANARY');
     expect(stored.startsWith('v2.local.')).toBe(true);
-    expect(stored.split('.')).toHaveLength(5);
+    expect(stored.split('.')).toHaveLength(6);
     expect(await envelope.decrypt(stored, ctxA)).toBe('{"accessToken":"CANARY-ACCESS"}');
   });
 
   it('gives each ciphertext its own salt: the same tokens twice are two different ciphertexts', async () => {
     const envelope = new Envelope(countingKeys().keys);
     const [one, two] = [await envelope.encrypt('same', ctxA), await envelope.encrypt('same', ctxA)];
-    expect(one.split('.')[2]).toBe(two.split('.')[2]); // the same intermediate key
-    expect(one.split('.')[3]).not.toBe(two.split('.')[3]); // another salt, so another derived key
+    expect(one.split('.')[3]).toBe(two.split('.')[3]); // the same intermediate key
+    expect(one.split('.')[4]).not.toBe(two.split('.')[4]); // another salt, so another derived key
     expect(await envelope.decrypt(two, ctxA)).toBe('same');
   });
 
@@ -94,34 +94,34 @@ describe('envelope encryption (v2: intermediate key per CRM and day, HKDF per ci
       return [...parts.slice(0, i), bytes.toString('base64url'), ...parts.slice(i + 1)].join('.');
     };
     // The wrapped key, the salt, the ciphertext: each change fails, warm (cached key) and cold.
-    for (const tampered of [flip(2), flip(3), flip(4)]) {
+    const otherSlot = [...parts.slice(0, 2), '2020-01-01T00:00:00Z', ...parts.slice(3)].join('.');
+    for (const tampered of [flip(3), flip(4), flip(5), otherSlot]) {
       await expect(envelope.decrypt(tampered, ctxA)).rejects.toBeInstanceOf(DecryptionFailed);
       await expect(new Envelope(keys).decrypt(tampered, ctxA)).rejects.toBeInstanceOf(DecryptionFailed);
     }
     await expect(envelope.decrypt(['v1', ...parts.slice(1)].join('.'), ctxA)).rejects.toBeInstanceOf(
       DecryptionFailed,
     );
-    await expect(envelope.decrypt(parts.slice(0, 4).join('.'), ctxA)).rejects.toBeInstanceOf(
+    await expect(envelope.decrypt(parts.slice(0, 5).join('.'), ctxA)).rejects.toBeInstanceOf(
       DecryptionFailed,
     );
     await expect(envelope.decrypt(['v2', 'kms', ...parts.slice(2)].join('.'), ctxA)).rejects.toBeInstanceOf(
       DecryptionFailed,
     );
-    await expect(envelope.decrypt('v2.local.x.y.z', ctxA)).rejects.toBeInstanceOf(DecryptionFailed);
+    await expect(envelope.decrypt('v2.local.s.x.y.z', ctxA)).rejects.toBeInstanceOf(DecryptionFailed);
     await expect(envelope.decrypt('garbage', ctxA)).rejects.toBeInstanceOf(DecryptionFailed);
     const otherMaster = new Envelope(new LocalKeyProvider(randomBytes(32).toString('base64')));
     await expect(otherMaster.decrypt(stored, ctxA)).rejects.toBeInstanceOf(DecryptionFailed);
   });
 
-  it('asks KMS only under a context the key policy and the roles allow: {purpose, provider}', async () => {
+  it('asks KMS only under a context the key policy and the roles allow: {purpose, provider, keySlot}', async () => {
     const { keys, contexts } = countingKeys();
-    const writer = new Envelope(keys);
+    const writer = new Envelope(keys, undefined, () => Date.UTC(2026, 11, 2, 7, 30));
     const stored = await writer.encrypt('secret', ctxA);
+    expect(stored.split('.')[2]).toBe('2026-12-02T00:00:00Z');
     await new Envelope(keys, undefined, undefined, new MemoryKeyRing()).decrypt(stored, ctxA);
-    expect(contexts).toEqual([
-      { purpose: TOKEN_PURPOSE, provider: 'close' },
-      { purpose: TOKEN_PURPOSE, provider: 'close' },
-    ]);
+    const keyContext = { purpose: TOKEN_PURPOSE, provider: 'close', keySlot: '2026-12-02T00:00:00Z' };
+    expect(contexts).toEqual([keyContext, keyContext]);
     for (const c of contexts) expect(Object.keys(c).every((k) => TOKEN_CONTEXT_KEYS.includes(k))).toBe(true);
   });
 });
@@ -194,12 +194,12 @@ describe('KMS requests grow with containers and time, not with connections or fe
       d: 0,
     });
     expect(total.g).toBe(3);
-    expect(new Set(stored.map((s) => s.split('.')[2])).size).toBe(3);
+    expect(new Set(stored.map((s) => s.split('.')[3])).size).toBe(3);
     const reader = countingKeys(master);
     const cold = new Envelope(reader.keys);
     for (let i = 0; i < 3000; i++) await cold.decrypt(stored[i] as string, contextOf(i));
     expect(reader.calls.decrypt).toBe(3);
-  });
+  }, 60_000);
 
   it('two writers racing for a new slot end up with the first stored key', async () => {
     const master = randomBytes(32).toString('base64');
@@ -210,8 +210,40 @@ describe('KMS requests grow with containers and time, not with connections or fe
       new Envelope(b.keys, undefined, undefined, ring).encrypt('b', ctxB),
     ]);
     expect(a.calls.generate + b.calls.generate).toBe(2); // both missed the ring
-    expect(sa.split('.')[2]).toBe(sb.split('.')[2]); // the loser took the winner's key (one Decrypt)
+    expect(sa.split('.')[3]).toBe(sb.split('.')[3]); // the loser took the winner's key (one Decrypt)
     expect(a.calls.decrypt + b.calls.decrypt).toBe(1);
+  });
+
+  it("does not write with a key copied into today's ring slot from another day", async () => {
+    const master = randomBytes(32).toString('base64');
+    const ring = new MemoryKeyRing();
+    let now = 10 * DAY;
+    const yesterday = await new Envelope(new LocalKeyProvider(master), undefined, () => now, ring).encrypt(
+      'y',
+      ctxA,
+    );
+    // Someone who can write the table (and may hold yesterday's key) plants it as today's.
+    now += DAY;
+    const planted = Buffer.from(yesterday.split('.')[3] as string, 'base64url');
+    await ring.putIfAbsent(`local#${TOKEN_PURPOSE}#close#1970-01-12T00:00:00Z`, planted);
+    const writer = countingKeys(master);
+    const today = await new Envelope(writer.keys, undefined, () => now, ring).encrypt('t', ctxA);
+    expect(writer.calls).toEqual({ generate: 1, decrypt: 1 }); // the planted key tried as today's, refused
+    expect(today.split('.')[3]).not.toBe(yesterday.split('.')[3]);
+    expect(await new Envelope(new LocalKeyProvider(master)).decrypt(today, ctxA)).toBe('t');
+  });
+
+  it('writes with a key of its own when the ring cannot be reached', async () => {
+    const { keys, calls } = countingKeys();
+    const unreachable = {
+      get: () => Promise.reject(new Error('table unreachable')),
+      putIfAbsent: () => Promise.reject(new Error('table unreachable')),
+    };
+    const envelope = new Envelope(keys, undefined, undefined, unreachable);
+    const stored = await envelope.encrypt('secret', ctxA);
+    await envelope.encrypt('again', ctxA); // the own key is kept like any other
+    expect(calls).toEqual({ generate: 1, decrypt: 0 });
+    expect(await new Envelope(keys).decrypt(stored, ctxA)).toBe('secret');
   });
 
   it("writes with its own key when the ring's cannot be opened (KMS key or master key changed)", async () => {
@@ -265,7 +297,9 @@ describe('bounds on the cached keys (fake clock)', () => {
     now += 2 * HOUR; // the next UTC day
     const tomorrow = await envelope.encrypt('tomorrow', ctxA);
     expect(calls.generate).toBe(2);
-    expect(today.split('.')[2]).not.toBe(tomorrow.split('.')[2]);
+    expect(today.split('.')[3]).not.toBe(tomorrow.split('.')[3]);
+    expect(today.split('.')[2]).toBe('1970-01-11T00:00:00Z');
+    expect(tomorrow.split('.')[2]).toBe('1970-01-12T00:00:00Z');
     expect(await envelope.decrypt(today, ctxA)).toBe('today');
     expect(await envelope.decrypt(tomorrow, ctxA)).toBe('tomorrow');
   });
@@ -313,13 +347,18 @@ describe("with KMS (the real SDK against the KMS double, which checks the stack'
     const v1 = await encryptV1(keys, 'old', ctxA);
     expect(await new Envelope(keys).decrypt(v1, ctxA)).toBe('old');
     expect(kms.calls).toMatchObject({ GenerateDataKey: 2, Decrypt: 3 });
-    expect(kms.contexts).toContainEqual({ purpose: TOKEN_PURPOSE, provider: 'close' });
+    expect(kms.contexts).toContainEqual({
+      purpose: TOKEN_PURPOSE,
+      provider: 'close',
+      keySlot: stored.split('.')[2],
+    });
   });
 
   it('refuses a context outside the condition the stack puts on the key, as KMS would', async () => {
     const outside = new Envelope(keys, undefined, undefined, new MemoryKeyRing(), {
       scopeKeys: ['purpose', 'provider', 'connectionId', 'tenant'],
       rotationMs: DAY,
+      slotKey: 'keySlot',
     });
     await expect(outside.encrypt('secret', { ...ctxA, tenant: 't1' })).rejects.toMatchObject({
       name: 'AccessDeniedException',

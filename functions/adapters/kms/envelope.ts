@@ -22,6 +22,7 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
 import { type KeyRing, MemoryKeyRing } from './key-ring.ts';
+import { INTERMEDIATE_KEY_SLOT } from '../../../manifest/access.ts';
 
 export type EncryptionContext = Readonly<Record<string, string>>;
 
@@ -177,20 +178,23 @@ export const DEFAULT_CACHE_LIMITS: KeyCacheLimits = {
 
 /** How the intermediate keys are cut: which context entries choose one, and how long one is written with. */
 export interface KeyHierarchy {
-  /** Context entries that pick the intermediate key (its KMS encryption context). */
+  /** Context entries that pick the intermediate key (part of its KMS encryption context). */
   scopeKeys: readonly string[];
   /** A new intermediate key per scope every `rotationMs` (slots aligned to the epoch, UTC days by default). */
   rotationMs: number;
+  /** The KMS encryption context entry naming the key's slot (its start, ISO 8601), so a key opens only as its own slot's. */
+  slotKey: string;
 }
 
 /**
- * Per CRM and UTC day: `{purpose, provider}` is a subset of the token context,
- * so the KMS key policy's and the roles' conditions (purpose, allowed context
- * keys) hold unchanged.
+ * Per CRM and UTC day, under the KMS context `{purpose, provider, keySlot}`:
+ * `purpose` and `provider` are the token context's, `keySlot` one more key the
+ * key policy and the roles allow (manifest/access.ts, `TOKEN_CONTEXT_KEYS`).
  */
 export const DEFAULT_HIERARCHY: KeyHierarchy = {
   scopeKeys: ['purpose', 'provider'],
   rotationMs: 86_400_000,
+  slotKey: INTERMEDIATE_KEY_SLOT,
 };
 
 const HKDF_INFO_PREFIX = 'crm-oauth-broker token key v2\0';
@@ -216,11 +220,14 @@ export interface EnvelopeStats {
   unwrapped: number;
 }
 
+/** A slot's label: its start as ISO 8601 without milliseconds (no `.`, the stored form's separator). */
+const slotLabel = (start: number) => new Date(start).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
 export class Envelope {
-  /** Decrypted keys: v2 intermediate keys by scope and wrapped key, v1 data keys by context. */
+  /** Decrypted keys: v2 intermediate keys by KMS context and wrapped key, v1 data keys by context. */
   private readonly cache = new Map<string, CachedKey>();
-  /** The intermediate key this container writes with, per scope: its slot and cache id. */
-  private readonly writing = new Map<string, { slot: string; id: string }>();
+  /** The intermediate key this container writes with, per scope: its ring slot, label and cache id. */
+  private readonly writing = new Map<string, { slot: string; label: string; id: string }>();
   readonly stats: EnvelopeStats = { generated: 0, unwrapped: 0 };
 
   constructor(
@@ -234,13 +241,13 @@ export class Envelope {
   /** Encrypts `plaintext` bound to `context` (v2), with this scope's current intermediate key. */
   async encrypt(plaintext: string, context: EncryptionContext): Promise<string> {
     const aad = canonicalContext(context);
-    const scope = this.scopeOf(context);
-    const key = await this.writeKey(scope);
+    const { key, label } = await this.writeKey(this.scopeOf(context));
     const salt = randomBytes(SALT_BYTES);
     const sealed = seal(deriveTokenKey(key.plaintext, salt, aad), Buffer.from(plaintext, 'utf8'), aad);
     return [
       'v2',
       this.keys.ref,
+      label,
       key.wrapped.toString('base64url'),
       salt.toString('base64url'),
       sealed.toString('base64url'),
@@ -251,21 +258,22 @@ export class Envelope {
   async decrypt(stored: string, context: EncryptionContext): Promise<string> {
     const parts = stored.split('.');
     if (parts[1] !== this.keys.ref) throw new DecryptionFailed();
-    if (parts[0] === 'v2' && parts.length === 5) return this.decryptV2(parts, context);
+    if (parts[0] === 'v2' && parts.length === 6) return this.decryptV2(parts, context);
     if (parts[0] === 'v1' && parts.length === 4) return this.decryptV1(parts, context);
     throw new DecryptionFailed();
   }
 
   private async decryptV2(parts: string[], context: EncryptionContext): Promise<string> {
-    const wrapped = Buffer.from(parts[2] as string, 'base64url');
-    const salt = Buffer.from(parts[3] as string, 'base64url');
-    const sealed = Buffer.from(parts[4] as string, 'base64url');
-    if (wrapped.length === 0 || salt.length !== SALT_BYTES) throw new DecryptionFailed();
+    const label = parts[2] as string;
+    const wrapped = Buffer.from(parts[3] as string, 'base64url');
+    const salt = Buffer.from(parts[4] as string, 'base64url');
+    const sealed = Buffer.from(parts[5] as string, 'base64url');
+    if (label === '' || wrapped.length === 0 || salt.length !== SALT_BYTES) throw new DecryptionFailed();
     const aad = canonicalContext(context);
-    const scope = this.scopeOf(context);
-    // The wrapped key is bound to its scope by KMS; the cache is keyed by both, so a warm reader refuses the same.
-    const id = `v2|${canonicalContext(scope)}|${parts[2]}`;
-    const key = this.take(id) ?? this.remember(id, await this.unwrap(wrapped, scope), wrapped);
+    // KMS binds the wrapped key to its CRM and slot; the cache is keyed by the same, so a warm reader refuses the same.
+    const keyContext = this.keyContextOf(this.scopeOf(context), label);
+    const id = `v2|${canonicalContext(keyContext)}|${parts[3]}`;
+    const key = this.take(id) ?? this.remember(id, await this.unwrap(wrapped, keyContext), wrapped);
     return open(deriveTokenKey(key.plaintext, salt, aad), sealed, aad).toString('utf8');
   }
 
@@ -288,56 +296,59 @@ export class Envelope {
     return scope;
   }
 
+  /** The intermediate key's KMS encryption context: its scope and its slot. */
+  private keyContextOf(scope: EncryptionContext, label: string): EncryptionContext {
+    return { ...scope, [this.hierarchy.slotKey]: label };
+  }
+
   /**
    * The scope's intermediate key for the current slot: from memory while within
    * bounds; else the ring's (one Decrypt), or a new one (one GenerateDataKey)
-   * offered to the ring, where the first writer of the slot wins.
+   * offered to the ring, where the first writer of the slot wins. A ring key
+   * that does not open as this slot's (another KMS key or master key, or a key
+   * copied in from another slot) is not used: the writer makes its own.
    */
-  private async writeKey(scope: EncryptionContext): Promise<CachedKey> {
+  private async writeKey(scope: EncryptionContext): Promise<{ key: CachedKey; label: string }> {
     const scopeId = canonicalContext(scope);
-    const now = this.now();
-    const epoch = Math.floor(now / this.hierarchy.rotationMs);
-    const slot = `${this.keys.ref}#${Object.keys(scope)
-      .sort()
-      .map((k) => scope[k])
-      .join('#')}#${epoch}`;
+    const epoch = Math.floor(this.now() / this.hierarchy.rotationMs);
+    const label = slotLabel(epoch * this.hierarchy.rotationMs);
+    const keyContext = this.keyContextOf(scope, label);
+    const idOf = (wrapped: Buffer) => `v2|${canonicalContext(keyContext)}|${wrapped.toString('base64url')}`;
+    const scopeValues = this.hierarchy.scopeKeys.flatMap((k) => (scope[k] === undefined ? [] : [scope[k]]));
+    const slot = [this.keys.ref, ...scopeValues, label].join('#');
     const current = this.writing.get(scopeId);
     if (current?.slot === slot) {
       const cached = this.take(current.id);
-      if (cached) return cached;
+      if (cached) return { key: cached, label };
     }
-    let wrapped = await this.ring.get(slot);
-    if (wrapped) {
-      const known = this.take(`v2|${scopeId}|${wrapped.toString('base64url')}`);
-      if (known) return this.writeWith(scopeId, slot, known);
-    }
-    let plaintext: Buffer | undefined;
+    // The ring only makes writers agree: if it cannot be reached, a key of this container's own is as good.
+    let ringReachable = true;
+    let wrapped = await this.ring.get(slot).catch(() => {
+      ringReachable = false;
+      return undefined;
+    });
+    const known = wrapped && this.take(idOf(wrapped));
+    let plaintext = known ? known.plaintext : undefined;
     if (!wrapped) {
-      const fresh = await this.generate(scope);
+      const fresh = await this.generate(keyContext);
       const expiresAt = (epoch + 2) * this.hierarchy.rotationMs;
-      wrapped = await this.ring.putIfAbsent(slot, fresh.encrypted, expiresAt);
+      wrapped = ringReachable
+        ? await this.ring.putIfAbsent(slot, fresh.encrypted, expiresAt).catch(() => fresh.encrypted)
+        : fresh.encrypted;
       if (wrapped.equals(fresh.encrypted)) plaintext = fresh.plaintext;
     }
     if (!plaintext) {
       try {
-        plaintext = await this.unwrap(wrapped, scope);
+        plaintext = await this.unwrap(wrapped, keyContext);
       } catch (err) {
         if (!(err instanceof DecryptionFailed)) throw err;
-        // The ring's key is not ours to open (the KMS key or the local master key changed): write with our own.
-        const fresh = await this.generate(scope);
-        ({ plaintext, encrypted: wrapped } = fresh);
+        ({ plaintext, encrypted: wrapped } = await this.generate(keyContext));
       }
     }
-    return this.writeWith(
-      scopeId,
-      slot,
-      this.remember(`v2|${scopeId}|${wrapped.toString('base64url')}`, plaintext, wrapped),
-    );
-  }
-
-  private writeWith(scopeId: string, slot: string, key: CachedKey): CachedKey {
-    this.writing.set(scopeId, { slot, id: `v2|${scopeId}|${key.wrapped.toString('base64url')}` });
-    return key;
+    const id = idOf(wrapped);
+    const key = known ?? this.remember(id, plaintext, wrapped);
+    this.writing.set(scopeId, { slot, label, id });
+    return { key, label };
   }
 
   private async generate(scope: EncryptionContext): Promise<DataKey> {

@@ -17,7 +17,7 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { type Config, type Env, loadConfig } from './config.ts';
 import { Envelope, type KeyProvider, KmsKeyProvider, LocalKeyProvider } from '../kms/envelope.ts';
-import { TableKeyRing } from '../kms/key-ring.ts';
+import { MemoryKeyRing, TableKeyRing } from '../kms/key-ring.ts';
 import { EventBridgePublisher, type EventPublisher, MemoryEventLog } from '../eventbridge/events.ts';
 import { createLogger } from './logger.ts';
 import { type BrokerMetrics, createMetrics } from './metrics.ts';
@@ -182,8 +182,16 @@ function wire(
     store: new Store(dynamo, config.tableName),
     // Every CRM account's shared rate budget (crm-request): an item of the same table.
     rateBudgets: new DynamoRateBudgets(dynamo, config.tableName),
-    // Intermediate keys shared by every container through the table (docs/key-hierarchy.md).
-    envelope: new Envelope(keyProvider, undefined, now, new TableKeyRing(dynamo, config.tableName)),
+    // Intermediate keys shared by every container through the table (docs/key-hierarchy.md): only
+    // functions that may make a key write tokens, so only they use the ring.
+    envelope: new Envelope(
+      keyProvider,
+      undefined,
+      now,
+      access.tokenKey?.includes('kms:GenerateDataKey')
+        ? new TableKeyRing(dynamo, config.tableName)
+        : new MemoryKeyRing(),
+    ),
     oauth: new OAuthClient(http, secrets),
     crmApi,
     events,
