@@ -93,13 +93,15 @@ async function refreshClaimed(
     c.status === 'active' && c.version === message.version && c.dueAt === message.claimedUntil;
   const connection = await deps.store.getConnection(message.connectionId);
   if (!connection || !stillClaimed(connection)) return 'skipped';
+  // Under the lease the item is read again: someone may have moved on since the read above.
+  let movedOn = false;
   try {
-    const after = await refreshConnection(deps, connection, {
-      satisfied: (c) => !stillClaimed(c),
+    await refreshConnection(deps, connection, {
+      satisfied: (c) => (movedOn = !stillClaimed(c)),
       deadline,
       waitForOthers: false,
     });
-    return after.lastRefreshedAt !== connection.lastRefreshedAt ? 'refreshed' : 'skipped';
+    return movedOn ? 'skipped' : 'refreshed';
   } catch (err) {
     if (err instanceof NeedsReauth) return 'needsReauth';
     // Someone else's refresh (a token fetch) is on it: its result moves the due time.
