@@ -392,6 +392,13 @@ async function coldStart() {
     TABLE_NAME: 'bench',
     PUBLIC_BASE_URL: 'https://broker.example',
     CLOSE_CLIENT_ID: 'x',
+    // The dispatcher checks its queue URLs at cold start, as deployed.
+    ...Object.fromEntries(
+      ['COPPER', 'CAPSULE', 'CLOSE'].map((p) => [
+        `REFRESH_QUEUE_URL_${p}`,
+        `https://sqs.us-east-1.amazonaws.com/111122223333/refresh-${p.toLowerCase()}`,
+      ]),
+    ),
   };
   const rows: { fn: string; kib: number; importMs: number }[] = [];
   for (const [name, entry] of entries) {
