@@ -137,7 +137,7 @@ describe('stored items', () => {
     // And nothing named like a token holds anything but ciphertext.
     for (const c of connections) {
       expect(Object.keys(c).filter((k) => /token/i.test(k))).toEqual(['tokens']);
-      expect(String(c.tokens)).toMatch(/^v1\.local\./);
+      expect(String(c.tokens)).toMatch(/^v2\.local\./);
     }
   });
 });
