@@ -22,8 +22,7 @@ export const WORKER_MESSAGE_MAX_MS = AWS_CALL_MAX_MS + REFRESH_MAX_MS + AWS_CALL
  * up to 10 s, so a batch of ordinary refreshes (well under a second each) can
  * still start a worst-case one half-way through instead of giving it back.
  */
-export const WORKER_TIMEOUT_SECONDS =
-  Math.ceil((2 * WORKER_MESSAGE_MAX_MS + ANSWER_MARGIN_MS) / 10_000) * 10;
+export const WORKER_TIMEOUT_SECONDS = Math.ceil((2 * WORKER_MESSAGE_MAX_MS + ANSWER_MARGIN_MS) / 10_000) * 10;
 
 /** AWS recommends at least 6x the function timeout for an SQS event source (throttled retries of a batch). */
 export const QUEUE_VISIBILITY_TIMEOUT_SECONDS = 6 * WORKER_TIMEOUT_SECONDS;
