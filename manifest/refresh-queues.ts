@@ -21,15 +21,17 @@ export const MAX_WORKER_CAP = 1000;
 /**
  * Refreshes in flight at once at each CRM's token endpoint (a worker handles
  * one message at a time, so this is also the number of concurrent workers).
- * Each is about twice what 1,000,000 connections (a third per CRM) need at a
- * mean CRM latency of 0.5 s (Little's law), so the backlog of a 10-minute
- * outage clears in about as long again; docs/scale.md has the reasoning.
+ * Each is at least 1.5x what 1,000,000 connections (a third per CRM) need in
+ * flight (Little's law, at the model's 0.54 s mean refresh: a 300 ms median CRM
+ * with a long tail); the refresh model (docs/performance-model.md) finds every
+ * refresh on time at 1M with these caps and a 10-minute outage recovered in
+ * about 20 minutes. docs/scale.md has the reasoning; 10M needs larger caps.
  * - copper: 180 requests/min documented, per token; tokens never expire, so one
- *   health check per connection a day: 3.9/s at 1M, about 2 in flight. 4.
+ *   health check per connection a day: 3.9/s at 1M, about 2.1 in flight. 4.
  * - capsule: 4,000 requests/hour per user, and it may block apps that keep
  *   going past limits; 7-day tokens: 0.6/s at 1M, under 1 in flight. 4.
  * - close: limits per key and organization, 429 with retry-after; 1-hour
- *   rotating tokens refreshed every 45 minutes: 93/s at 1M, about 46 in flight. 100.
+ *   rotating tokens refreshed every 45 minutes: 123.5/s at 1M, about 67 in flight. 100.
  */
 export const DEFAULT_WORKER_CAPS: Readonly<Record<ProviderId, number>> = {
   copper: 4,
