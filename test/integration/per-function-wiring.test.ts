@@ -204,7 +204,9 @@ describe('lambdaHandler wires the deps of the function it names', () => {
   });
 
   it.each(functionNames)('the %s module names its own function', async (name) => {
-    const module = (await import(`../../${functionEntry(name)}`)) as { handler: { functionName?: string } };
+    const module = (await import(/* @vite-ignore */ `../../${functionEntry(name)}`)) as {
+      handler: { functionName?: string };
+    };
     expect(module.handler.functionName).toBe(name);
   });
 });
