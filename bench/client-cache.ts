@@ -5,33 +5,13 @@
  */
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import { createBrokerClient } from '@crm-oauth-broker/client';
-import { type LocalServer, startLocalServer } from '../local/server.ts';
-import { Browser } from '../test/support/browser.ts';
+import { startLocalServer } from '../local/server.ts';
+import { connectSandbox } from './local-broker.ts';
 
 type Row = { figure: string; measured: string; target: string; verdict: 'PASS' | 'MISS' | '' };
 const OWNER = 'bench-owner';
 const CALLS = 1000;
 const BURST = 10;
-
-/** Connects the Close sandbox for OWNER the way a person clicks it; returns the connection id. */
-async function connectClose(server: LocalServer): Promise<string> {
-  const returnTo = `${server.deps.config.publicBaseUrl}/done`;
-  const session = (await server.invoke('connect-session', {
-    ownerId: OWNER,
-    provider: 'close',
-    returnTo,
-  })) as {
-    connectUrl: string;
-  };
-  const browser = new Browser();
-  const consent = await browser.follow(await browser.request(session.connectUrl));
-  const done = await browser.follow(await browser.submit(consent, /allow/i), (url) =>
-    url.startsWith(returnTo),
-  );
-  const connectionId = new URL(done.url).searchParams.get('connection_id');
-  if (!connectionId) throw new Error('bench: the Close sandbox connection failed');
-  return connectionId;
-}
 
 /** 1,000 getToken calls in bursts of 10, spread over `spreadMs`; invocations and distinct tokens seen. */
 async function measure(tokenLifetimeSeconds: number | undefined, spreadMs: number) {
@@ -57,7 +37,7 @@ async function measure(tokenLifetimeSeconds: number | undefined, spreadMs: numbe
   );
   const client = createBrokerClient({ lambda });
   try {
-    const connectionId = await connectClose(server);
+    const connectionId = await connectSandbox(server, OWNER, 'close');
     const tokens = new Set<string>();
     const started = performance.now();
     for (let i = 0; i < CALLS / BURST; i++) {

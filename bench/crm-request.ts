@@ -11,36 +11,15 @@
  * The sandbox's rate limit, and so the broker's budget (`sandbox.env()` gives
  * the broker the matching `<P>_RATE_LIMIT`), is far above this load.
  */
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { startEmbeddedDynamo } from '../local/embedded-store.ts';
-import { type LocalServer, startLocalServer } from '../local/server.ts';
-import { Browser } from '../test/support/browser.ts';
+import { startLocalServer } from '../local/server.ts';
 import { startFaultProxy } from '../test/support/fault-proxy.ts';
+import { connectSandbox, countingStore } from './local-broker.ts';
 
 type Row = { figure: string; measured: string; target: string; verdict: 'PASS' | 'MISS' | '' };
 const OWNER = 'bench-crm-request';
 const LATENCY_MS = 100;
 const CALLERS = Number(process.env.BENCH_CRM_CALLERS ?? 50);
 const CALLS = Number(process.env.BENCH_CRM_CALLS ?? 1000);
-
-async function connectClose(server: LocalServer): Promise<string> {
-  const returnTo = `${server.deps.config.publicBaseUrl}/done`;
-  const session = (await server.invoke('connect-session', {
-    ownerId: OWNER,
-    provider: 'close',
-    returnTo,
-  })) as {
-    connectUrl: string;
-  };
-  const browser = new Browser();
-  const consent = await browser.follow(await browser.request(session.connectUrl));
-  const done = await browser.follow(await browser.submit(consent, /allow/i), (url) =>
-    url.startsWith(returnTo),
-  );
-  const connectionId = new URL(done.url).searchParams.get('connection_id');
-  if (!connectionId) throw new Error('bench: the Close sandbox connection failed');
-  return connectionId;
-}
 
 /** Runs `calls` jobs with `callers` at a time; calls per second and latency percentiles. */
 async function load(callers: number, calls: number, job: () => Promise<void>) {
@@ -65,21 +44,7 @@ async function load(callers: number, calls: number, job: () => Promise<void>) {
 }
 
 export async function crmRequestBench(printTable: (title: string, rows: Row[]) => void) {
-  const store = await startEmbeddedDynamo({});
-  const dynamo = new DynamoDBClient({
-    endpoint: store.endpoint,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' },
-  });
-  const commands: Record<string, number> = {};
-  dynamo.middlewareStack.add(
-    (next, context) => async (args) => {
-      const name = String(context.commandName).replace(/Command$/, '');
-      commands[name] = (commands[name] ?? 0) + 1;
-      return next(args);
-    },
-    { step: 'initialize', name: 'benchCountCrmRequestCommands' },
-  );
+  const { store, dynamo, commands } = await countingStore();
   const proxy = await startFaultProxy();
   const apiPath = '/sandbox/close-api/api/v1';
   const server = await startLocalServer({
@@ -91,7 +56,7 @@ export async function crmRequestBench(printTable: (title: string, rows: Row[]) =
   });
   proxy.target = server.url;
   try {
-    const connectionId = await connectClose(server);
+    const connectionId = await connectSandbox(server, OWNER, 'close');
     proxy.delayAnswers(LATENCY_MS);
     const direct = async () => {
       const token = (await server.invoke('token-fetch', { connectionId, ownerId: OWNER })) as {

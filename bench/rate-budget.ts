@@ -14,33 +14,15 @@
  * Also the store commands per call: the take (one conditional write) plus,
  * for a caller that had to wait, one read just before its slot.
  */
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { startEmbeddedDynamo } from '../local/embedded-store.ts';
-import { type LocalServer, startLocalServer } from '../local/server.ts';
+import { startLocalServer } from '../local/server.ts';
 import type { SandboxArrival } from '../local/sandbox/rate-limit.ts';
-import { Browser } from '../test/support/browser.ts';
+import { connectSandbox, countingStore } from './local-broker.ts';
 
 type Row = { figure: string; measured: string; target: string; verdict: 'PASS' | 'MISS' | '' };
 const OWNER = 'bench-rate-budget';
 const CALLERS = 50;
 const CALLS_EACH = Number(process.env.BENCH_RATE_CALLS_EACH ?? 2);
 const LIMIT = 10;
-
-async function connect(server: LocalServer, provider: 'copper' | 'close'): Promise<string> {
-  const returnTo = `${server.deps.config.publicBaseUrl}/done`;
-  const session = (await server.invoke('connect-session', { ownerId: OWNER, provider, returnTo })) as {
-    connectUrl: string;
-  };
-  const browser = new Browser();
-  let page = await browser.follow(await browser.request(session.connectUrl));
-  page = await browser.submit(page, /allow/i);
-  // Copper answers with a page that posts the code to the broker's callback.
-  if (page.status === 200 && /<form[^>]*method="?post/i.test(page.body)) page = await browser.submit(page);
-  const done = await browser.follow(page, (url) => url.startsWith(returnTo));
-  const connectionId = new URL(done.url).searchParams.get('connection_id');
-  if (!connectionId) throw new Error(`bench: the ${provider} sandbox connection failed`);
-  return connectionId;
-}
 
 /** The most arrivals in any half-open window of `windowMs`. */
 function busiestWindow(times: number[], windowMs: number): number {
@@ -54,21 +36,7 @@ function busiestWindow(times: number[], windowMs: number): number {
 }
 
 export async function rateBudgetBench(printTable: (title: string, rows: Row[]) => void) {
-  const store = await startEmbeddedDynamo({});
-  const dynamo = new DynamoDBClient({
-    endpoint: store.endpoint,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' },
-  });
-  const commands: Record<string, number> = {};
-  dynamo.middlewareStack.add(
-    (next, context) => async (args) => {
-      const name = String(context.commandName).replace(/Command$/, '');
-      commands[name] = (commands[name] ?? 0) + 1;
-      return next(args);
-    },
-    { step: 'initialize', name: 'benchCountRateBudgetCommands' },
-  );
+  const { store, dynamo, commands } = await countingStore();
   const server = await startLocalServer({
     port: 0,
     dataDir: null,
@@ -84,7 +52,10 @@ export async function rateBudgetBench(printTable: (title: string, rows: Row[]) =
   });
   const limiter = server.sandbox.rateLimits;
   try {
-    const ids = { copper: await connect(server, 'copper'), close: await connect(server, 'close') };
+    const ids = {
+      copper: await connectSandbox(server, OWNER, 'copper'),
+      close: await connectSandbox(server, OWNER, 'close'),
+    };
     const paths = { copper: '/account', close: '/me/' };
 
     const run = async (provider: 'copper' | 'close') => {

@@ -7,20 +7,7 @@
 import type { CrmMethod } from '../../core/domain/api-path.ts';
 import { type CrmAnswer, CrmUnreachable } from '../../core/domain/crm-call.ts';
 import type { CrmApi } from '../../core/ports.ts';
-
-/** Network errors raised before the request could have left this machine (as crm-http.ts). */
-const NOT_SENT_CODES = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'UND_ERR_CONNECT_TIMEOUT',
-]);
-const neverSent = (err: unknown): boolean => {
-  const code = (err as { cause?: { code?: unknown } } | undefined)?.cause?.code;
-  return typeof code === 'string' && NOT_SENT_CODES.has(code);
-};
+import { neverSent } from './crm-http.ts';
 
 /** Reads at most `maxBytes`; past that the rest is dropped and the body reported too large. */
 async function readCapped(

@@ -74,7 +74,7 @@ const NOT_SENT_CODES = new Set([
   'ENETUNREACH',
   'UND_ERR_CONNECT_TIMEOUT',
 ]);
-const neverSent = (err: unknown): boolean => {
+export const neverSent = (err: unknown): boolean => {
   const code = (err as { cause?: { code?: unknown } } | undefined)?.cause?.code;
   return typeof code === 'string' && NOT_SENT_CODES.has(code);
 };

@@ -164,18 +164,23 @@ export class Store {
     runId: string,
   ): Promise<ConnectionRecord | undefined> {
     return unlessConditionFails(async () => {
-      const out = await this.db.send(
-        new UpdateItemCommand({
-          TableName: this.tableName,
-          Key: marshall(keys.connection(connectionId)),
-          UpdateExpression: 'SET dueAt = :until, claimId = :run',
-          ConditionExpression: 'attribute_exists(pk) AND (dueAt <= :now OR claimId = :run)',
-          ExpressionAttributeValues: marshall({ ':until': untilSeconds, ':now': nowSeconds, ':run': runId }),
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
+      const out = await this.claimDue(keys.connection(connectionId), nowSeconds, untilSeconds, runId);
       return toConnection(unmarshall(out.Attributes ?? {}));
     });
+  }
+
+  /** One claim: the due time moves on to `untilSeconds` if it has come, or if this run already claimed it. */
+  private claimDue(key: Record<string, string>, nowSeconds: number, untilSeconds: number, runId: string) {
+    return this.db.send(
+      new UpdateItemCommand({
+        TableName: this.tableName,
+        Key: marshall(key),
+        UpdateExpression: 'SET dueAt = :until, claimId = :run',
+        ConditionExpression: 'attribute_exists(pk) AND (dueAt <= :now OR claimId = :run)',
+        ExpressionAttributeValues: marshall({ ':until': untilSeconds, ':now': nowSeconds, ':run': runId }),
+        ReturnValues: 'ALL_NEW',
+      }),
+    );
   }
 
   /** Claims an expired pending result the same way; answers its provider (the queue it goes to). */
@@ -186,16 +191,7 @@ export class Store {
     runId: string,
   ): Promise<ProviderId | undefined> {
     return unlessConditionFails(async () => {
-      const out = await this.db.send(
-        new UpdateItemCommand({
-          TableName: this.tableName,
-          Key: marshall(keys.pending(confirmationHash)),
-          UpdateExpression: 'SET dueAt = :until, claimId = :run',
-          ConditionExpression: 'attribute_exists(pk) AND (dueAt <= :now OR claimId = :run)',
-          ExpressionAttributeValues: marshall({ ':until': untilSeconds, ':now': nowSeconds, ':run': runId }),
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
+      const out = await this.claimDue(keys.pending(confirmationHash), nowSeconds, untilSeconds, runId);
       const provider = out.Attributes?.provider?.S;
       return isProviderId(provider) ? provider : undefined;
     });

@@ -1,0 +1,51 @@
+/**
+ * What the benchmarks that run a whole local broker share: connecting a sandbox
+ * CRM the way a person clicks it, and an embedded store whose DynamoDB client
+ * counts the commands each section sends.
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { startEmbeddedDynamo } from '../local/embedded-store.ts';
+import type { LocalServer } from '../local/server.ts';
+import type { ProviderId } from '../manifest/functions.ts';
+import { Browser } from '../test/support/browser.ts';
+
+/** Connects a sandbox CRM for `ownerId` through the consent page; returns the connection id. */
+export async function connectSandbox(
+  server: LocalServer,
+  ownerId: string,
+  provider: ProviderId,
+): Promise<string> {
+  const returnTo = `${server.deps.config.publicBaseUrl}/done`;
+  const session = (await server.invoke('connect-session', { ownerId, provider, returnTo })) as {
+    connectUrl: string;
+  };
+  const browser = new Browser();
+  let page = await browser.follow(await browser.request(session.connectUrl));
+  page = await browser.submit(page, /allow/i);
+  // Copper answers with a page that posts the code to the broker's callback.
+  if (page.status === 200 && /<form[^>]*method="?post/i.test(page.body)) page = await browser.submit(page);
+  const done = await browser.follow(page, (url) => url.startsWith(returnTo));
+  const connectionId = new URL(done.url).searchParams.get('connection_id');
+  if (!connectionId) throw new Error(`bench: the ${provider} sandbox connection failed`);
+  return connectionId;
+}
+
+/** An embedded store and a client of it that counts every command by name in `commands`. */
+export async function countingStore() {
+  const store = await startEmbeddedDynamo({});
+  const dynamo = new DynamoDBClient({
+    endpoint: store.endpoint,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' },
+  });
+  const commands: Record<string, number> = {};
+  dynamo.middlewareStack.add(
+    (next, context) => async (args) => {
+      const name = String(context.commandName).replace(/Command$/, '');
+      commands[name] = (commands[name] ?? 0) + 1;
+      return next(args);
+    },
+    { step: 'initialize', name: 'benchCountCommands' },
+  );
+  return { store, dynamo, commands };
+}
