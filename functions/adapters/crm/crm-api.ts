@@ -7,34 +7,7 @@
 import type { CrmMethod } from '../../core/domain/api-path.ts';
 import { type CrmAnswer, CrmUnreachable } from '../../core/domain/crm-call.ts';
 import type { CrmApi } from '../../core/ports.ts';
-import { neverSent } from './crm-http.ts';
-
-/** Reads at most `maxBytes`; past that the rest is dropped and the body reported too large. */
-async function readCapped(
-  response: Response,
-  maxBytes: number,
-): Promise<{ body: Uint8Array | null; tooLarge: boolean }> {
-  const declared = Number(response.headers.get('content-length') ?? '0');
-  if (declared > maxBytes) {
-    await response.body?.cancel();
-    return { body: null, tooLarge: true };
-  }
-  if (!response.body) return { body: null, tooLarge: false };
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxBytes) {
-      await reader.cancel();
-      return { body: null, tooLarge: true };
-    }
-    chunks.push(value);
-  }
-  return { body: size === 0 ? null : Buffer.concat(chunks), tooLarge: false };
-}
+import { neverSent, readCappedBytes } from './crm-http.ts';
 
 export class FetchCrmApi implements CrmApi {
   constructor(private readonly fetchImpl: typeof fetch = globalThis.fetch) {}
@@ -62,7 +35,7 @@ export class FetchCrmApi implements CrmApi {
       const { body, tooLarge } =
         request.method === 'HEAD'
           ? { body: null, tooLarge: false }
-          : await readCapped(response, request.maxBodyBytes);
+          : await readCappedBytes(response, request.maxBodyBytes);
       return { status: response.status, headers, body, tooLarge };
     } catch (err) {
       // The error may quote the URL (a path the caller chose, never the token); keep only whether it left.

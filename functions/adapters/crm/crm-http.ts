@@ -42,13 +42,17 @@ export const isTransientStatus = (status: number): boolean => status === 429 || 
 
 const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-async function readCapped(response: Response, maxBytes: number): Promise<string> {
+/** Reads at most `maxBytes` of a body; past that the rest is dropped and the body reported too large. */
+export async function readCappedBytes(
+  response: Response,
+  maxBytes: number,
+): Promise<{ body: Uint8Array | null; tooLarge: boolean }> {
   const declared = Number(response.headers.get('content-length') ?? '0');
   if (declared > maxBytes) {
     await response.body?.cancel();
-    throw new ProviderProtocolError('CRM response too large');
+    return { body: null, tooLarge: true };
   }
-  if (!response.body) return '';
+  if (!response.body) return { body: null, tooLarge: false };
   const reader = response.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -58,11 +62,17 @@ async function readCapped(response: Response, maxBytes: number): Promise<string>
     size += value.byteLength;
     if (size > maxBytes) {
       await reader.cancel();
-      throw new ProviderProtocolError('CRM response too large');
+      return { body: null, tooLarge: true };
     }
     chunks.push(value);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return { body: size === 0 ? null : Buffer.concat(chunks), tooLarge: false };
+}
+
+async function readCapped(response: Response, maxBytes: number): Promise<string> {
+  const { body, tooLarge } = await readCappedBytes(response, maxBytes);
+  if (tooLarge) throw new ProviderProtocolError('CRM response too large');
+  return body ? Buffer.from(body).toString('utf8') : '';
 }
 
 /** Network errors raised before the request could have left this machine: safe to retry for anything. */
