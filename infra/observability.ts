@@ -8,6 +8,7 @@
 import { Duration } from 'aws-cdk-lib';
 import type * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
@@ -51,6 +52,8 @@ export interface ObservabilityProps {
   readonly refreshIntervalMinutes: number;
   readonly needsReauthAlarmThreshold: number;
   readonly alarmTopicArn: string | undefined;
+  /** With provisioned capacity: the table and its indexes, whose throttled requests alarm. */
+  readonly provisionedTable?: { readonly table: dynamodb.ITable; readonly indexNames: readonly string[] };
 }
 
 export class Observability extends Construct {
@@ -269,6 +272,26 @@ export class Observability extends Construct {
         }),
     );
 
+    const provisionedTable = props.provisionedTable;
+    const tableThrottles = provisionedTable
+      ? (['Write', 'Read'] as const).map((kind) => {
+          const throttled = this.tableThrottles(kind, provisionedTable);
+          alarm(`Table${kind}Throttles`, (id) =>
+            throttled.createAlarm(this, id, {
+              alarmName: `${props.prefix}-table-${kind.toLowerCase()}-throttles`,
+              alarmDescription: tableThrottleDescription(kind),
+              threshold: 1,
+              // Longer than auto scaling takes to follow a rise (a few minutes): the bounds are too tight.
+              evaluationPeriods: 3,
+              datapointsToAlarm: 3,
+              comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+              treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+            }),
+          );
+          return throttled;
+        })
+      : [];
+
     const hourly = Duration.hours(1);
     const tokenFetch = fn('token-fetch').function;
     this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
@@ -384,5 +407,48 @@ export class Observability extends Construct {
         right: [deadLetters.with({ label: 'dead-letter messages' })],
       }),
     );
+    if (tableThrottles.length > 0) {
+      this.dashboard.addWidgets(
+        new cloudwatch.GraphWidget({
+          title: 'DynamoDB throttled requests (table and indexes, provisioned capacity)',
+          width: 24,
+          left: tableThrottles,
+        }),
+      );
+    }
+  }
+
+  /** Throttle events of the table and each index, summed: any of them holds up the broker's writes or reads. */
+  private tableThrottles(
+    kind: 'Write' | 'Read',
+    { table, indexNames }: NonNullable<ObservabilityProps['provisionedTable']>,
+  ): cloudwatch.MathExpression {
+    const metric = (indexName?: string) =>
+      new cloudwatch.Metric({
+        namespace: 'AWS/DynamoDB',
+        metricName: `${kind}ThrottleEvents`,
+        statistic: cloudwatch.Stats.SUM,
+        period: Duration.minutes(5),
+        dimensionsMap: {
+          TableName: table.tableName,
+          ...(indexName ? { GlobalSecondaryIndexName: indexName } : {}),
+        },
+      });
+    const metrics = [metric(), ...indexNames.map((name) => metric(name))];
+    return new cloudwatch.MathExpression({
+      label: `${kind.toLowerCase()} throttle events`,
+      expression: `SUM([${metrics.map((_, i) => `FILL(${kind.toLowerCase()}${i}, 0)`).join(', ')}])`,
+      usingMetrics: Object.fromEntries(metrics.map((m, i) => [`${kind.toLowerCase()}${i}`, m])),
+      period: Duration.minutes(5),
+    });
   }
 }
+
+const tableThrottleDescription = (kind: 'Write' | 'Read'): string => {
+  const what = kind === 'Write' ? 'writes' : 'reads';
+  const effect =
+    kind === 'Write'
+      ? 'connects, refreshes and deletes answer BrokerUnavailable, queued refreshes are retried later, and a rotated refresh token that cannot be stored counts in refresh-result-lost'
+      : 'token-fetch and crm-request answer BrokerUnavailable and queued refreshes are retried later';
+  return `The table or one of its indexes throttled ${what} in each of the last three 5-minute periods: provisioned ${kind.toLowerCase()} capacity (tableCapacity=provisioned) stays at tableMax${kind}Capacity, or auto scaling cannot follow the load. The SDK retries throttled requests; when retries run out, ${effect}. Compare consumed and provisioned ${kind.toLowerCase()} capacity of the table and each index in the DynamoDB console, then raise tableMax${kind}Capacity or tableMin${kind}Capacity, or go back to on demand (tableCapacity=on-demand; AWS limits how often a table may switch back).`;
+};

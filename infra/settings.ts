@@ -19,6 +19,26 @@ export interface AccessTrail {
   readonly retentionDays: number;
 }
 
+/**
+ * How the table pays for capacity. On demand (the default) bills each request; provisioned bills
+ * capacity by the hour, kept at `targetUtilizationPercent` of what is consumed by target-tracking auto
+ * scaling between `min` and `max`, for the table and each index separately (docs/deploy.md).
+ */
+export type TableCapacity =
+  | { readonly mode: 'on-demand' }
+  | {
+      readonly mode: 'provisioned';
+      readonly writes: CapacityRange;
+      readonly reads: CapacityRange;
+      readonly targetUtilizationPercent: number;
+    };
+
+/** Capacity units auto scaling may set, per second, for the table and for each index. */
+export interface CapacityRange {
+  readonly min: number;
+  readonly max: number;
+}
+
 export interface BrokerSettings {
   /** Names everything: stacks `<prefix>-stateful`/`-stateless`, functions `<prefix>-<name>`, role path `/<prefix>/`. */
   readonly prefix: string;
@@ -56,6 +76,8 @@ export interface BrokerSettings {
    * bucket in the stateful stack); unset (the default) means no trail.
    */
   readonly tokenFetchAccessTrail: AccessTrail | undefined;
+  /** `tableCapacity` and its bounds: on demand unless `provisioned`. */
+  readonly tableCapacity: TableCapacity;
 }
 
 export type ContextReader = (key: string) => unknown;
@@ -98,6 +120,52 @@ function flag(read: ContextReader, key: string, fallback: boolean): boolean {
   if (typeof value === 'boolean') return value;
   if (typeof value === 'string' && /^(true|false)$/.test(value.trim())) return value.trim() === 'true';
   throw new SettingsError(`context ${key} must be true or false`);
+}
+
+/**
+ * Provisioned capacity bounds. A minimum of 5 units (the console's default) keeps an idle table and its
+ * two indexes at about $8.50 a month in us-east-1 (3 x (5 write + 5 read units)); it is also the
+ * capacity the table starts with when the setting is switched on, so set it near the steady load of a large deployment
+ * (docs/deploy.md), since auto scaling follows a rise only after minutes of higher use. The maximum of
+ * 4,000 covers the refresh and fetch load of a million connections at 70% (about 2,000 write units
+ * across the table and its indexes, 600 read units: docs/costs.md) with room for peaks, and caps what
+ * runaway traffic can cost (4,000 write units are about $1,900 a month). 40,000 is DynamoDB's default
+ * quota per table and per index.
+ */
+const DEFAULT_MIN_CAPACITY = 5;
+const DEFAULT_MAX_CAPACITY = 4_000;
+const MAX_CAPACITY = 40_000;
+/**
+ * 20-90% is Application Auto Scaling's range for DynamoDB; 70% (the console's default) leaves 30%
+ * headroom for the dispatcher's claims, which come in a burst each minute, while auto scaling catches up.
+ */
+const DEFAULT_TARGET_UTILIZATION = 70;
+
+function capacityRange(read: ContextReader, kind: 'Write' | 'Read'): CapacityRange {
+  const minKey = `tableMin${kind}Capacity`;
+  const maxKey = `tableMax${kind}Capacity`;
+  const min = integer(read, minKey, DEFAULT_MIN_CAPACITY, 1, MAX_CAPACITY);
+  const max = integer(read, maxKey, DEFAULT_MAX_CAPACITY, 1, MAX_CAPACITY);
+  if (min > max) throw new SettingsError(`context ${minKey} (${min}) must not exceed ${maxKey} (${max})`);
+  return { min, max };
+}
+
+/** Bounds are checked in either mode, so a bad value fails before the day provisioned capacity is switched on. */
+function tableCapacity(read: ContextReader): TableCapacity {
+  const mode = text(read, 'tableCapacity') ?? 'on-demand';
+  if (mode !== 'on-demand' && mode !== 'provisioned') {
+    throw new SettingsError('context tableCapacity must be on-demand or provisioned');
+  }
+  const writes = capacityRange(read, 'Write');
+  const reads = capacityRange(read, 'Read');
+  const targetUtilizationPercent = integer(
+    read,
+    'tableCapacityTargetUtilization',
+    DEFAULT_TARGET_UTILIZATION,
+    20,
+    90,
+  );
+  return mode === 'on-demand' ? { mode } : { mode, writes, reads, targetUtilizationPercent };
 }
 
 export function readSettings(read: ContextReader): BrokerSettings {
@@ -200,5 +268,6 @@ export function readSettings(read: ContextReader): BrokerSettings {
     tokenFetchAccessTrail: flag(read, 'tokenFetchAccessTrail', false)
       ? { retentionDays: accessTrailRetentionDays }
       : undefined,
+    tableCapacity: tableCapacity(read),
   };
 }

@@ -17,7 +17,7 @@ import { type FunctionName, providerIds } from '../manifest/functions.ts';
 import { TTL_ATTRIBUTE, tableDefinition } from '../manifest/table.ts';
 import { TOKEN_CONTEXT_KEYS, TOKEN_PURPOSE } from '../manifest/access.ts';
 import { FunctionAccessTrail } from './access-trail.ts';
-import type { BrokerSettings } from './settings.ts';
+import type { BrokerSettings, TableCapacity } from './settings.ts';
 
 export interface StatefulStackProps extends StackProps {
   readonly settings: BrokerSettings;
@@ -150,10 +150,21 @@ export class StatefulStack extends Stack {
     if (!partitionKey) throw new Error('table.ts declares no partition key');
     const sortKey = keyOf(definition.KeySchema, 'RANGE');
 
+    // Only the billing changes between the two modes: the same keys, indexes and logical id, so
+    // switching is an in-place update of the table, never a replacement (AWS limits how often a table
+    // may switch back to on demand: docs/deploy.md).
+    const capacity = props.settings.tableCapacity;
+    const provisioned = capacity.mode === 'provisioned' ? capacity : undefined;
+    // What the table and each index start with when switched; auto scaling takes over from there.
+    // CloudFormation writes it again only when it changes, so a new minimum resets the capacity once.
+    const initialCapacity = provisioned
+      ? { readCapacity: provisioned.reads.min, writeCapacity: provisioned.writes.min }
+      : {};
     this.table = new dynamodb.Table(this, 'Table', {
       partitionKey,
       ...(sortKey ? { sortKey } : {}),
-      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      billingMode: provisioned ? dynamodb.BillingMode.PROVISIONED : dynamodb.BillingMode.PAY_PER_REQUEST,
+      ...initialCapacity,
       encryption: dynamodb.TableEncryption.CUSTOMER_MANAGED,
       encryptionKey: this.tokenKey,
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
@@ -177,8 +188,10 @@ export class StatefulStack extends Stack {
               ? dynamodb.ProjectionType.INCLUDE
               : dynamodb.ProjectionType.ALL,
         ...(projection === 'INCLUDE' ? { nonKeyAttributes: index.Projection?.NonKeyAttributes ?? [] } : {}),
+        ...initialCapacity,
       });
     }
+    if (provisioned) this.autoScale(provisioned, definition.GlobalSecondaryIndexes ?? []);
 
     // One secret `{ "copper": "...", "capsule": "...", "close": "..." }`, created with empty
     // entries: the template never holds a client secret; operators put the values (README.md, "Deploy to AWS").
@@ -229,6 +242,30 @@ export class StatefulStack extends Stack {
         description:
           'Who invoked token-fetch: CloudTrail log files under AWSLogs/ (README.md, "Deploy to AWS")',
       });
+    }
+  }
+
+  /**
+   * Target tracking on reads and writes of the table and of each index, each between the same bounds:
+   * an index that runs out of write capacity throttles the table's writes too.
+   */
+  private autoScale(
+    capacity: Extract<TableCapacity, { mode: 'provisioned' }>,
+    indexes: readonly { IndexName?: string | undefined }[],
+  ): void {
+    const targetUtilizationPercent = capacity.targetUtilizationPercent;
+    const reads = { minCapacity: capacity.reads.min, maxCapacity: capacity.reads.max };
+    const writes = { minCapacity: capacity.writes.min, maxCapacity: capacity.writes.max };
+    this.table.autoScaleReadCapacity(reads).scaleOnUtilization({ targetUtilizationPercent });
+    this.table.autoScaleWriteCapacity(writes).scaleOnUtilization({ targetUtilizationPercent });
+    for (const { IndexName: indexName } of indexes) {
+      if (!indexName) continue;
+      this.table
+        .autoScaleGlobalSecondaryIndexReadCapacity(indexName, reads)
+        .scaleOnUtilization({ targetUtilizationPercent });
+      this.table
+        .autoScaleGlobalSecondaryIndexWriteCapacity(indexName, writes)
+        .scaleOnUtilization({ targetUtilizationPercent });
     }
   }
 }

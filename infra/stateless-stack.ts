@@ -23,6 +23,7 @@ import type { Construct } from 'constructs';
 import { envPrefix, providerIds } from '../manifest/functions.ts';
 import { type FunctionName, functionNames, httpRoutes, invokableFunctions } from '../manifest/functions.ts';
 import { functionAccess } from '../manifest/access.ts';
+import { tableDefinition } from '../manifest/table.ts';
 import { BrokerFunction } from './broker-function.ts';
 import { Observability } from './observability.ts';
 import { RefreshQueues } from './refresh-queues.ts';
@@ -244,6 +245,16 @@ export class StatelessStack extends Stack {
       refreshIntervalMinutes: settings.refreshIntervalMinutes,
       needsReauthAlarmThreshold: settings.needsReauthAlarmThreshold,
       alarmTopicArn: settings.alarmTopicArn,
+      ...(settings.tableCapacity.mode === 'provisioned'
+        ? {
+            provisionedTable: {
+              table: props.table,
+              indexNames: (tableDefinition('unused').GlobalSecondaryIndexes ?? []).flatMap((index) =>
+                index.IndexName ? [index.IndexName] : [],
+              ),
+            },
+          }
+        : {}),
     });
 
     // The dispatcher hands due connections to one queue per CRM; capped workers refresh them.

@@ -21,7 +21,41 @@ describe('deployment settings', () => {
       needsReauthAlarmThreshold: 10,
       alarmTopicArn: undefined,
       tokenFetchAccessTrail: undefined,
+      tableCapacity: { mode: 'on-demand' },
     });
+  });
+
+  it('provisions the table with auto scaling from 5 to 4,000 units at 70% by default when asked', () => {
+    expect(read({ tableCapacity: 'provisioned' }).tableCapacity).toEqual({
+      mode: 'provisioned',
+      writes: { min: 5, max: 4000 },
+      reads: { min: 5, max: 4000 },
+      targetUtilizationPercent: 70,
+    });
+    expect(read({ tableCapacity: ' on-demand ' }).tableCapacity).toEqual({ mode: 'on-demand' });
+  });
+
+  it('takes the provisioned bounds and target from cdk.json (numbers) or -c (text)', () => {
+    expect(
+      read({
+        tableCapacity: 'provisioned',
+        tableMinWriteCapacity: 150,
+        tableMaxWriteCapacity: '2000',
+        tableMinReadCapacity: ' 40 ',
+        tableMaxReadCapacity: 600,
+        tableCapacityTargetUtilization: '80',
+      }).tableCapacity,
+    ).toEqual({
+      mode: 'provisioned',
+      writes: { min: 150, max: 2000 },
+      reads: { min: 40, max: 600 },
+      targetUtilizationPercent: 80,
+    });
+    // A fixed capacity: minimum and maximum equal.
+    expect(
+      read({ tableCapacity: 'provisioned', tableMinReadCapacity: 25, tableMaxReadCapacity: 25 })
+        .tableCapacity,
+    ).toMatchObject({ reads: { min: 25, max: 25 } });
   });
 
   it("takes each CRM's refresh worker cap from <crm>RefreshWorkerCap, keeping the defaults for the others", () => {
@@ -110,6 +144,41 @@ describe('deployment settings', () => {
     [{ tokenFetchAccessTrail: true, tokenFetchAccessTrailRetentionDays: 0 }, /RetentionDays/],
     // Checked while the trail is off too: a bad value fails before the day it is switched on.
     [{ tokenFetchAccessTrailRetentionDays: 'a year' }, /tokenFetchAccessTrailRetentionDays/],
+    [{ tableCapacity: 'PROVISIONED' }, /tableCapacity must be on-demand or provisioned/],
+    [{ tableCapacity: 'pay-per-request' }, /tableCapacity must be on-demand or provisioned/],
+    [{ tableCapacity: true }, /tableCapacity must be a string/],
+    [
+      { tableCapacity: 'provisioned', tableMinWriteCapacity: 0 },
+      /tableMinWriteCapacity must be an integer from 1 to 40000/,
+    ],
+    [
+      { tableCapacity: 'provisioned', tableMaxReadCapacity: 40_001 },
+      /tableMaxReadCapacity must be an integer from 1 to 40000/,
+    ],
+    [
+      { tableCapacity: 'provisioned', tableMaxWriteCapacity: '2.5' },
+      /tableMaxWriteCapacity must be an integer/,
+    ],
+    [
+      { tableCapacity: 'provisioned', tableMinWriteCapacity: 500, tableMaxWriteCapacity: 100 },
+      /tableMinWriteCapacity \(500\) must not exceed tableMaxWriteCapacity \(100\)/,
+    ],
+    // The default maximum (4,000) counts when only the minimum is given.
+    [
+      { tableCapacity: 'provisioned', tableMinReadCapacity: 5000 },
+      /tableMinReadCapacity \(5000\) must not exceed tableMaxReadCapacity \(4000\)/,
+    ],
+    [
+      { tableCapacity: 'provisioned', tableCapacityTargetUtilization: 95 },
+      /tableCapacityTargetUtilization must be an integer from 20 to 90/,
+    ],
+    [
+      { tableCapacity: 'provisioned', tableCapacityTargetUtilization: '0.7' },
+      /tableCapacityTargetUtilization/,
+    ],
+    // Checked while the table is on demand too: a bad value fails before the day provisioned is switched on.
+    [{ tableMaxWriteCapacity: 'lots' }, /tableMaxWriteCapacity/],
+    [{ tableMinReadCapacity: 10, tableMaxReadCapacity: 5 }, /tableMinReadCapacity \(10\) must not exceed/],
   ])('refuses %j', (context, message) => {
     expect(() => read(context)).toThrow(message);
   });
