@@ -1,13 +1,16 @@
 /**
  * What the benchmarks that run a whole local broker share: connecting a sandbox
  * CRM the way a person clicks it, and an embedded store whose DynamoDB client
- * counts the commands each section sends.
+ * counts the commands each section sends (and, asked to, the capacity units
+ * they cost).
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { startEmbeddedDynamo } from '../local/embedded-store.ts';
 import type { LocalServer } from '../local/server.ts';
 import type { ProviderId } from '../manifest/functions.ts';
+import { tableDefinition } from '../manifest/table.ts';
 import { Browser } from '../test/support/browser.ts';
+import { type CapacityMeter, meterCapacity } from './dynamo-capacity.ts';
 
 /** Connects a sandbox CRM for `ownerId` through the consent page; returns the connection id. */
 export async function connectSandbox(
@@ -30,14 +33,24 @@ export async function connectSandbox(
   return connectionId;
 }
 
-/** An embedded store and a client of it that counts every command by name in `commands`. */
-export async function countingStore() {
+/**
+ * An embedded store and a client of it that counts every command by name in
+ * `commands`. With `capacity`, the client is also metered (bench/dynamo-capacity.ts):
+ * what each command cost in DynamoDB capacity units, by command and item, as
+ * dynalite reports it (table only) and as DynamoDB's rules compute it from the
+ * items around each write (table and indexes: the figures to use). Metering
+ * reads each written item before and after through another client, so it
+ * slows the store: not for timed runs.
+ */
+export async function countingStore(options: { capacity?: { source: string; tableName: string } } = {}) {
   const store = await startEmbeddedDynamo({});
-  const dynamo = new DynamoDBClient({
-    endpoint: store.endpoint,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' },
-  });
+  const client = () =>
+    new DynamoDBClient({
+      endpoint: store.endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' },
+    });
+  const dynamo = client();
   const commands: Record<string, number> = {};
   dynamo.middlewareStack.add(
     (next, context) => async (args) => {
@@ -47,5 +60,12 @@ export async function countingStore() {
     },
     { step: 'initialize', name: 'benchCountCommands' },
   );
-  return { store, dynamo, commands };
+  const capacity: CapacityMeter | undefined = options.capacity
+    ? meterCapacity(dynamo, {
+        source: options.capacity.source,
+        table: tableDefinition(options.capacity.tableName),
+        images: client(),
+      })
+    : undefined;
+  return { store, dynamo, commands, capacity };
 }

@@ -16,11 +16,24 @@
  * double refreshes are counted over every message worked off. The embedded
  * store does a few hundred operations a second on this machine, so working
  * off all 10,000 takes minutes: BENCH_PIPELINE_ALL=1 does, at twice the last cap.
+ *
+ * DynamoDB capacity units per refresh (3c): the same handlers, dispatcher ->
+ * queue -> workers, once more on BENCH_CAPACITY_CONNECTIONS (default 1,000,
+ * 10% due) in DynamoDB Local, the store that reports index units (dynalite
+ * does not: bench/capacity-probe.ts). The dispatcher and the workers each get
+ * a client metered by bench/dynamo-capacity.ts: the units printed are
+ * DynamoDB's rules applied to the items measured before and after each write
+ * (failed conditional writes and empty pages included, which no store
+ * reports), checked against DynamoDB Local's reports. Apart from the timed
+ * runs above, since metering reads each item around each write. Alone, smaller:
+ *
+ *   BENCH_PIPELINE_CONNECTIONS=2000 BENCH_PIPELINE_CAPS=1,2 npx tsx bench/refresh-pipeline.ts
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { createInterface } from 'node:readline';
 import { BatchWriteItemCommand, DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
@@ -40,11 +53,46 @@ import { lambdaContext } from '../local/lambda-events.ts';
 import { LocalRefreshQueue, type WorkerAnswer } from '../local/refresh-queue.ts';
 import { functionSettings } from '../manifest/functions.ts';
 import { DEFAULT_WORKER_CAPS } from '../manifest/refresh-queues.ts';
+import { tableDefinition } from '../manifest/table.ts';
+import { startDynamoDbLocal } from '../test/support/dynamodb-local.ts';
+import {
+  type CapacityBucket,
+  type CapacityMeter,
+  type Item,
+  type Units,
+  addUnits,
+  emptyUnits,
+  itemSize,
+  meterCapacity,
+  totalUnits,
+} from './dynamo-capacity.ts';
 
 type Row = { figure: string; measured: string; target: string; verdict: 'PASS' | 'MISS' | '' };
 const verdict = (ok: boolean): 'PASS' | 'MISS' => (ok ? 'PASS' : 'MISS');
 const CRM_LATENCY_MS = 100;
 const TABLE = 'bench-pipeline';
+const CAPACITY_TABLE = 'bench-capacity';
+
+/**
+ * docs/costs.md's DynamoDB units per refresh, the targets of 3c: update them
+ * with the document. Its split: the dispatcher's claim 2 + 2 (the `byDueTime`
+ * entry moves), the worker's lease 2, the result 2 + 1 (`byOwner`) + 2 (`byDueTime`).
+ */
+export const COSTS_MD_PER_REFRESH = {
+  writeUnits: 11,
+  readUnits: 1,
+  dispatcherWriteUnits: 4,
+  leaseWriteUnits: 2,
+  resultWriteUnits: 5,
+  /** "an estimated ~1.1 KB" connection item. */
+  itemBytes: 1126,
+};
+/**
+ * A KMS CiphertextBlob of a 256-bit data key, as deployed. The local key
+ * provider wraps an intermediate key in 60 bytes (iv, tag, key), so the
+ * connection items measured here are smaller than deployed ones by the difference.
+ */
+const KMS_WRAPPED_KEY_BYTES = 184;
 
 /** Starts the store and the CRM stub in a child process; answers their endpoints. */
 async function startServers(): Promise<{ dynamo: string; crm: string; child: ChildProcess }> {
@@ -86,7 +134,13 @@ const cpuMs = () => {
 };
 
 /** 100,000 Close connections, every `dueEvery`-th due now; only the due ones carry real envelopes. */
-async function seed(deps: BrokerDeps, dynamo: DynamoDBClient, count: number, dueEvery: number) {
+async function seed(
+  deps: BrokerDeps,
+  dynamo: DynamoDBClient,
+  table: string,
+  count: number,
+  dueEvery: number,
+) {
   const now = deps.now();
   const due: string[] = [];
   const items: Record<string, unknown>[] = [];
@@ -99,7 +153,7 @@ async function seed(deps: BrokerDeps, dynamo: DynamoDBClient, count: number, due
     items.push({
       ...keys.connection(connectionId),
       ...ctx,
-      account: { id: `orga_${i}`, name: 'Acme', userEmail: null },
+      account: { id: `orga_${i}`, name: 'Acme', userEmail: isDue ? `user-${i}@example.com` : null },
       status: 'active',
       // Never read unless due: the others are what a table of idle connections looks like to the index.
       tokens: isDue
@@ -116,10 +170,15 @@ async function seed(deps: BrokerDeps, dynamo: DynamoDBClient, count: number, due
       refreshFailures: 0,
       createdAt: now,
       updatedAt: now,
+      // The due ones as a connect stores them (its grant id too), so 3c measures items of a real size.
+      ...(isDue ? { grantId: randomUUID() } : {}),
       // The owner index is not what is measured: only the due ones carry it (seeding stays quick).
       ...(isDue ? { gsi1pk: keys.ownerPk(ownerId), gsi1sk: `CONN#${connectionId}` } : {}),
-      ...dueSlot(deps.config, { expiresAt, refreshable: true, now, issuedLifetimeSeconds: 3600 }),
-      duePk: duePkOf(connectionId),
+      // Due ones: due a minute ago, as if written an hour ago (the broker writes due times ahead of its clock).
+      ...(isDue
+        ? { dueAt: Math.floor(now / 1000) - 60 }
+        : dueSlot(deps.config, { expiresAt, refreshable: true, now, issuedLifetimeSeconds: 3600 })),
+      duePk: duePkOf(connectionId, 'close'),
     });
     if (isDue) due.push(connectionId);
   }
@@ -133,13 +192,269 @@ async function seed(deps: BrokerDeps, dynamo: DynamoDBClient, count: number, due
           PutRequest: { Item: marshall(item, { removeUndefinedValues: true }) },
         }));
         while (requests.length) {
-          const out = await dynamo.send(new BatchWriteItemCommand({ RequestItems: { [TABLE]: requests } }));
-          requests = (out.UnprocessedItems?.[TABLE] ?? []) as typeof requests;
+          const out = await dynamo.send(new BatchWriteItemCommand({ RequestItems: { [table]: requests } }));
+          requests = (out.UnprocessedItems?.[table] ?? []) as typeof requests;
         }
       }
     }),
   );
   return due;
+}
+
+/** A connection item as it would be with a wrapped intermediate key of `bytes` (v2 tokens only). */
+function withWrappedKey(item: Item, bytes: number): Item {
+  const parts = item.tokens?.S?.split('.');
+  // v2.<ref>.<slot>.<wrapped key>.<salt>.<iv|tag|ciphertext> (functions/adapters/kms/envelope.ts)
+  if (!parts || parts[0] !== 'v2' || parts.length !== 6) return item;
+  parts[3] = Buffer.alloc(bytes).toString('base64url');
+  return { ...item, tokens: { S: parts.join('.') } };
+}
+
+const wrappedKeyBytes = (item: Item) => Buffer.from(item.tokens?.S?.split('.')[3] ?? '', 'base64url').length;
+
+/** Where a metered command's units belong: a refresh's three writes, its reads, or another item's. */
+type Phase = 'dispatcher' | 'lease' | 'result' | 'failed' | 'read' | 'other';
+
+/**
+ * By sender, item and what the write changed, not by which store method sent it, so a dispatcher
+ * that writes nothing per connection, or more, is measured as it is: a worker write of a connection
+ * that changes its tokens is the result; one that changes the lease and not the tokens, the lease.
+ */
+function phaseOf(b: CapacityBucket): Phase {
+  const reads = b.command === 'GetItem' || b.command === 'Query';
+  // A due-index page that finds nothing is the run's (a partition with nothing due), not a refresh's.
+  if (reads) return b.item === 'CONN' || (b.command === 'Query' && b.changed === '') ? 'read' : 'other';
+  if (b.item !== 'CONN') return 'other';
+  if (b.changed === 'failed') return 'failed';
+  if (b.source === 'dispatcher') return 'dispatcher';
+  const changed = b.changed.split(',');
+  if (changed.includes('tokens')) return 'result';
+  if (changed.includes('leaseOwner')) return 'lease';
+  return 'other';
+}
+
+const isWrite = (b: CapacityBucket) => b.command !== 'GetItem' && b.command !== 'Query';
+/** What a bucket cost by the rules, from the item images measured. */
+const unitsOf = (b: CapacityBucket) => (isWrite(b) ? b.writes.computed : b.reads.computed);
+/** Where DynamoDB Local reports nothing though DynamoDB bills (bench/capacity-probe.ts): not compared. */
+const unreported = (b: CapacityBucket) =>
+  b.changed === 'failed' || (b.command === 'Query' && b.changed === 'none found');
+
+const scaled = (u: Units, by: number): Units => ({
+  table: u.table * by,
+  indexes: Object.fromEntries(Object.entries(u.indexes).map(([k, v]) => [k, v * by])),
+});
+
+const sameUnits = (a: Units, b: Units) =>
+  a.table === b.table &&
+  [...new Set([...Object.keys(a.indexes), ...Object.keys(b.indexes)])].every(
+    (k) => (a.indexes[k] ?? 0) === (b.indexes[k] ?? 0),
+  );
+
+export interface CapacityResult {
+  store: string;
+  connections: number;
+  due: number;
+  dispatcherRuns: number;
+  refreshed: number;
+  /** Units per refresh on connection items (what docs/costs.md estimates), by where they went. */
+  perRefresh: {
+    writeUnits: number;
+    writes: Units;
+    byPhase: Record<'dispatcher' | 'lease' | 'result' | 'failed' | 'other', Units>;
+    /** Failed conditional writes of connection items per refresh (billed, never reported). */
+    failedWrites: number;
+    readUnits: number;
+    reads: Units;
+    /** The same writes by the rules with a KMS-sized wrapped key in every connection item. */
+    writeUnitsWithKmsKey: number;
+  };
+  /** Other items (dispatch cursors, the key ring, ...): units in all and per dispatcher run. */
+  otherItems: {
+    label: string;
+    calls: number;
+    writeUnits: number;
+    readUnits: number;
+    /** Units per dispatcher run, for the dispatcher's. */
+    perRun?: number;
+  }[];
+  /** Every bucket, per refresh. */
+  detail: { label: string; changed: string; callsPerRefresh: number; units: Units; kind: 'write' | 'read' }[];
+  /** Buckets where DynamoDB Local's report and the rules differ, but for what it never reports: none expected. */
+  reportedVsRules: string[];
+  /** Commands DynamoDB Local reports nothing for though DynamoDB bills them: their units are by the rules alone. */
+  unreported: { failedWrites: number; emptyPages: number; units: number };
+  connectionItem: { bytes: number; wrappedKeyBytes: number; bytesWithKmsKey: number };
+}
+
+/**
+ * The refresh pipeline once more, metered: `connections` Close connections (10% due) in DynamoDB
+ * Local, the dispatcher run to the end, every message worked off at cap 8 through the local queue.
+ */
+async function capacityPass(env: Record<string, string>): Promise<CapacityResult> {
+  const connections = Number(process.env.BENCH_CAPACITY_CONNECTIONS ?? 1000);
+  const store = await startDynamoDbLocal();
+  const credentials = { accessKeyId: 'bench', secretAccessKey: 'bench' };
+  const plain = new DynamoDBClient({ endpoint: store.endpoint, region: 'us-east-1', credentials });
+  const brokerClient = () =>
+    new DynamoDBClient({ ...awsClientOptions(store.endpoint), region: 'us-east-1', credentials });
+  try {
+    await ensureTable(plain, CAPACITY_TABLE);
+    const tableEnv = { ...env, TABLE_NAME: CAPACITY_TABLE };
+    const table = tableDefinition(CAPACITY_TABLE);
+    const variant = (item: Item) => withWrappedKey(item, KMS_WRAPPED_KEY_BYTES);
+    const dispatcherDynamo = brokerClient();
+    const workerDynamo = brokerClient();
+    // One meter per function's client: which function sent a command is which meter saw it.
+    const meters: CapacityMeter[] = [
+      meterCapacity(dispatcherDynamo, { source: 'dispatcher', table, images: plain, variant }),
+      meterCapacity(workerDynamo, { source: 'worker', table, images: plain, variant }),
+    ];
+    const common = { events: new MemoryEventLog(), logger: createLogger() };
+    const due = await seed(
+      depsFor('refresh-worker', tableEnv, { ...common, dynamo: plain }),
+      plain,
+      CAPACITY_TABLE,
+      connections,
+      10,
+    );
+    const messages: QueueMessage[] = [];
+    const dispatch = refreshScheduled.createHandler(
+      depsFor('refresh-scheduled', tableEnv, {
+        ...common,
+        dynamo: dispatcherDynamo,
+        refreshQueue: { send: async (m) => (messages.push(...m), { failed: 0 }) },
+      }),
+    ) as unknown as (e: unknown, c: Context) => Promise<Record<string, number>>;
+    const worker = refreshWorker.createHandler(
+      depsFor('refresh-worker', tableEnv, { ...common, dynamo: workerDynamo }),
+    ) as unknown as (e: SQSEvent, c: Context) => Promise<WorkerAnswer>;
+    let runs = 0;
+    let last: Record<string, number>;
+    do {
+      last = await dispatch(
+        {},
+        lambdaContext('refresh-scheduled', functionSettings['refresh-scheduled'].timeoutSeconds * 1000),
+      );
+      runs++;
+    } while ((last.deferred ?? 0) > 0 && runs < 20);
+    const queue = new LocalRefreshQueue({
+      caps: { ...DEFAULT_WORKER_CAPS, close: 8 },
+      deliver: (event) =>
+        worker(
+          event,
+          lambdaContext('refresh-worker', functionSettings['refresh-worker'].timeoutSeconds * 1000),
+        ),
+    });
+    const mark = queue.mark();
+    await queue.send(messages);
+    const ended = await queue.settled(mark);
+    queue.close();
+    for (const c of [dispatcherDynamo, workerDynamo]) c.destroy();
+    return summarizeCapacity(meters, { connections, due: due.length, runs, refreshed: ended.refreshed ?? 0 });
+  } finally {
+    plain.destroy();
+    await store.close();
+  }
+}
+
+function summarizeCapacity(
+  meters: CapacityMeter[],
+  counts: { connections: number; due: number; runs: number; refreshed: number },
+): CapacityResult {
+  const perRefresh = 1 / (counts.refreshed || 1);
+  const buckets = meters.flatMap((m) => [...m.buckets.values()]);
+  const byPhase: CapacityResult['perRefresh']['byPhase'] = {
+    dispatcher: emptyUnits(),
+    lease: emptyUnits(),
+    result: emptyUnits(),
+    failed: emptyUnits(),
+    other: emptyUnits(),
+  };
+  const writes = emptyUnits();
+  const withKmsKey = emptyUnits();
+  const reads = emptyUnits();
+  let failedWrites = 0;
+  const otherItems: CapacityResult['otherItems'] = [];
+  const reportedVsRules: string[] = [];
+  const unreportedTotals = { failedWrites: 0, emptyPages: 0, units: 0 };
+  for (const b of buckets) {
+    const phase = phaseOf(b);
+    const label = `${b.source} ${b.command} ${b.item}`;
+    const units = unitsOf(b);
+    const reported = isWrite(b) ? b.writes.reported : b.reads.reported;
+    if (unreported(b)) {
+      if (b.changed === 'failed') unreportedTotals.failedWrites += b.calls;
+      else unreportedTotals.emptyPages += b.calls;
+      unreportedTotals.units += totalUnits(units);
+    } else if (!sameUnits(units, reported)) {
+      reportedVsRules.push(
+        `${label} [${b.changed}]: reported ${fmtUnits(reported)}, rules ${fmtUnits(units)}`,
+      );
+    }
+    if (phase === 'read') addUnits(reads, units);
+    else if (b.item === 'CONN' && isWrite(b)) {
+      addUnits(byPhase[phase], units);
+      addUnits(writes, units);
+      addUnits(withKmsKey, b.writes.variant);
+      if (phase === 'failed') failedWrites += b.calls;
+    } else {
+      const total = totalUnits(units);
+      otherItems.push({
+        label: `${label}${b.changed && b.changed !== 'created' ? ` [${b.changed}]` : ''}`,
+        calls: b.calls,
+        writeUnits: isWrite(b) ? total : 0,
+        readUnits: isWrite(b) ? 0 : total,
+        ...(b.source === 'dispatcher' ? { perRun: total / (counts.runs || 1) } : {}),
+      });
+    }
+  }
+  const largest = meters
+    .map((m) => m.largest.get('CONN'))
+    .reduce((a, b) => (b && (!a || b.bytes > a.bytes) ? b : a), undefined);
+  return {
+    store: 'DynamoDB Local',
+    connections: counts.connections,
+    due: counts.due,
+    dispatcherRuns: counts.runs,
+    refreshed: counts.refreshed,
+    perRefresh: {
+      writeUnits: totalUnits(writes) * perRefresh,
+      writes: scaled(writes, perRefresh),
+      byPhase: Object.fromEntries(
+        Object.entries(byPhase).map(([k, u]) => [k, scaled(u, perRefresh)]),
+      ) as CapacityResult['perRefresh']['byPhase'],
+      failedWrites: failedWrites * perRefresh,
+      readUnits: totalUnits(reads) * perRefresh,
+      reads: scaled(reads, perRefresh),
+      writeUnitsWithKmsKey: totalUnits(withKmsKey) * perRefresh,
+    },
+    otherItems,
+    detail: buckets.map((b) => ({
+      label: `${b.source} ${b.command} ${b.item}`,
+      changed: b.changed,
+      callsPerRefresh: b.calls * perRefresh,
+      units: scaled(unitsOf(b), perRefresh),
+      kind: isWrite(b) ? ('write' as const) : ('read' as const),
+    })),
+    reportedVsRules,
+    unreported: unreportedTotals,
+    connectionItem: largest
+      ? {
+          bytes: largest.bytes,
+          wrappedKeyBytes: wrappedKeyBytes(largest.item),
+          bytesWithKmsKey: itemSize(withWrappedKey(largest.item, KMS_WRAPPED_KEY_BYTES)),
+        }
+      : { bytes: NaN, wrappedKeyBytes: NaN, bytesWithKmsKey: NaN },
+  };
+}
+
+const round = (n: number) => Number(n.toFixed(2)).toString();
+/** `5 (table 2, byDueTime 2, byOwner 1)`; indexes with no units left out. */
+function fmtUnits(u: Units): string {
+  const parts = [`table ${round(u.table)}`];
+  for (const [k, v] of Object.entries(u.indexes)) if (v) parts.push(`${k} ${round(v)}`);
+  return `${round(totalUnits(u))} (${parts.join(', ')})`;
 }
 
 export interface PipelineResult {
@@ -171,6 +486,8 @@ export interface PipelineResult {
     cpuMs: number;
     overheadMs: number;
   };
+  /** DynamoDB capacity units per refresh, from a metered pass in DynamoDB Local. */
+  capacity: CapacityResult;
 }
 
 export async function refreshPipeline(
@@ -219,7 +536,7 @@ export async function refreshPipeline(
       credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' },
     });
     let t = performance.now();
-    const dueIds = await seed(seedDeps, seeder, connections, 10);
+    const dueIds = await seed(seedDeps, seeder, TABLE, connections, 10);
     const seedSeconds = (performance.now() - t) / 1000;
 
     // The dispatcher, run after run as the schedule would (each within its 60 s timeout), until
@@ -318,6 +635,8 @@ export async function refreshPipeline(
       }),
     );
     const doubleRefreshes = count.repeats + Math.max(0, count.calls - workedOff) + wrongVersion;
+    // After the CRM's count above: this pass refreshes connections of its own.
+    const capacity = await capacityPass(env);
     const one = byCap.find((b) => b.cap === 1);
     const result: PipelineResult = {
       connections,
@@ -350,6 +669,7 @@ export async function refreshPipeline(
         cpuMs: sampleCpu / (sampled || 1),
         overheadMs: one ? 1000 / one.perSecond - CRM_LATENCY_MS : NaN,
       },
+      capacity,
     };
     print(result, printTable);
     return result;
@@ -430,7 +750,88 @@ function print(r: PipelineResult, printTable: (title: string, rows: Row[]) => vo
       target: 'one claim (UpdateItem) + about 1/100 of a Query page',
       verdict: '',
     },
+    ...capacityRows(r.capacity),
   ]);
+  const c = r.capacity;
+  printTable(
+    `3c. DynamoDB units per refresh by command (${c.store}, ${c.refreshed} refreshes, ${c.dispatcherRuns} dispatcher run(s); [attributes the write changed])`,
+    c.detail.map((d) => ({
+      figure: `${d.label}${d.changed ? ` [${d.changed}]` : ''}`,
+      measured: `${round(d.callsPerRefresh)} calls, ${fmtUnits(d.units)} ${d.kind} units`,
+      target: '',
+      verdict: '',
+    })),
+  );
+}
+
+/**
+ * How far an item is from the next write unit, in bytes and in token characters: the tokens are
+ * encrypted and stored as base64url, so each character of plaintext takes 4/3 of a byte.
+ */
+function headroom(bytes: number): string {
+  const left = Math.ceil(bytes / 1024) * 1024 - bytes;
+  return ` (${left} bytes, ~${Math.floor((left * 3) / 4)} token characters, from the next)`;
+}
+
+/** 3c's DynamoDB rows: units per refresh against docs/costs.md (COSTS_MD_PER_REFRESH), and the item size. */
+function capacityRows(c: CapacityResult): Row[] {
+  const p = c.perRefresh;
+  const docs = COSTS_MD_PER_REFRESH;
+  const phase = (name: keyof typeof p.byPhase, target: string): Row => ({
+    figure: `  of which ${name}`,
+    measured: fmtUnits(p.byPhase[name]),
+    target,
+    verdict: '',
+  });
+  const item = c.connectionItem;
+  const tableWriteUnits = (bytes: number) => Math.ceil(bytes / 1024);
+  return [
+    {
+      figure: `DynamoDB write units per refresh, connection items (${c.refreshed} refreshes in ${c.store}, dispatcher -> queue -> worker; DynamoDB's rules on the items measured)`,
+      measured: fmtUnits(p.writes),
+      target: `<= ${docs.writeUnits} (docs/costs.md)`,
+      verdict: verdict(c.refreshed > 0 && p.writeUnits <= docs.writeUnits),
+    },
+    phase('dispatcher', `${docs.dispatcherWriteUnits} (docs/costs.md: the claim 2 + byDueTime 2)`),
+    phase('lease', `${docs.leaseWriteUnits} (docs/costs.md)`),
+    phase('result', `${docs.resultWriteUnits} (docs/costs.md: 2 + byOwner 1 + byDueTime 2)`),
+    ...(totalUnits(p.byPhase.failed) + totalUnits(p.byPhase.other) > 0
+      ? [
+          phase('failed', `0 (${round(p.failedWrites)} failed conditional writes per refresh, by the rules)`),
+          phase('other', '0'),
+        ]
+      : []),
+    {
+      figure: `  the same with a ${KMS_WRAPPED_KEY_BYTES}-byte KMS wrapped key in every item (by the rules)`,
+      measured: round(p.writeUnitsWithKmsKey),
+      target: `<= ${docs.writeUnits} (docs/costs.md)`,
+      verdict: verdict(c.refreshed > 0 && p.writeUnitsWithKmsKey <= docs.writeUnits),
+    },
+    {
+      figure: "DynamoDB read units per refresh (the worker's read, the dispatcher's index reads)",
+      measured: fmtUnits(p.reads),
+      target: `about ${docs.readUnits} (docs/costs.md)`,
+      verdict: verdict(c.refreshed > 0 && p.readUnits <= docs.readUnits * 1.1),
+    },
+    ...c.otherItems.map((o) => ({
+      figure: `  other items: ${o.label}`,
+      measured: `${o.calls} calls, ${round(o.writeUnits)} write + ${round(o.readUnits)} read units in all${o.perRun === undefined ? '' : ` = ${round(o.perRun)} per dispatcher run`}`,
+      target: 'per run or per container, not per refresh',
+      verdict: '' as const,
+    })),
+    {
+      figure: 'largest connection item (DynamoDB item size)',
+      measured: `${item.bytes} bytes (${item.wrappedKeyBytes}-byte local wrapped key) = ${tableWriteUnits(item.bytes)} write unit(s); ${item.bytesWithKmsKey} bytes with a ${KMS_WRAPPED_KEY_BYTES}-byte KMS one = ${tableWriteUnits(item.bytesWithKmsKey)}${headroom(item.bytesWithKmsKey)}`,
+      target: `~${docs.itemBytes} bytes (docs/costs.md estimate); under 1,024 = 1 write unit a table write`,
+      verdict: '',
+    },
+    {
+      figure: `${c.store}'s reported units vs DynamoDB's rules (the figures above)`,
+      measured: `${c.reportedVsRules.length ? c.reportedVsRules.join('; ') : 'equal'}; not reported: ${c.unreported.failedWrites} failed conditional writes, ${c.unreported.emptyPages} Query pages that found nothing (${round(c.unreported.units)} units by the rules)`,
+      target: 'equal where it reports',
+      verdict: verdict(c.reportedVsRules.length === 0),
+    },
+  ];
 }
 
 /** The per-refresh costs, for bench/model (bench/model/defaults.ts reads `perRefreshOverheadMs`). */
@@ -446,6 +847,11 @@ export function writeCalibration(dir: string, r: PipelineResult): void {
         perRefreshCpuMs: r.perRefresh.cpuMs,
         perRefreshStoreCalls: r.perRefresh.storeCalls,
         perRefreshStoreCallsTotal: r.perRefresh.storeCallsTotal,
+        perRefreshDynamoUnits: {
+          write: r.capacity.perRefresh.writeUnits,
+          writeWithKmsKey: r.capacity.perRefresh.writeUnitsWithKmsKey,
+          read: r.capacity.perRefresh.readUnits,
+        },
         dispatcherPerDue: {
           storeCalls: r.dispatch.storeCallsPerDue,
           cpuMs: r.dispatch.cpuMsPerDue,
@@ -457,4 +863,15 @@ export function writeCalibration(dir: string, r: PipelineResult): void {
       2,
     ),
   );
+}
+
+// Alone: `npx tsx bench/refresh-pipeline.ts` (BENCH_PIPELINE_CONNECTIONS etc. as above), 3b and 3c only.
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+  process.env.POWERTOOLS_METRICS_DISABLED = 'true';
+  process.env.POWERTOOLS_LOG_LEVEL = 'ERROR';
+  await refreshPipeline((title, rows) => {
+    console.log(`\n## ${title}`);
+    console.table(rows);
+  });
 }
