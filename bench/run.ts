@@ -29,6 +29,9 @@ import { functionEntry, functionNames } from '../manifest/functions.ts';
 import { dueSlot } from '../functions/core/domain/due-slot.ts';
 import { refreshPipeline, writeCalibration } from './refresh-pipeline.ts';
 import { duePkOf, keys } from '../functions/adapters/dynamodb/keys.ts';
+import type { Store } from '../functions/adapters/dynamodb/store.ts';
+import { providerIds } from '../functions/core/domain/providers.ts';
+import { DUE_SHARDS } from '../manifest/table.ts';
 import { fetchToken } from '../functions/core/use-cases/fetch-token.ts';
 import * as tokenFetch from '../functions/token-fetch.ts';
 import { startEmbeddedDynamo } from '../local/embedded-store.ts';
@@ -180,7 +183,7 @@ async function seed(
         now,
         issuedLifetimeSeconds: 3600,
       }),
-      duePk: duePkOf(connectionId),
+      duePk: duePkOf(connectionId, 'close'),
     });
     ids.push(connectionId);
   }
@@ -221,7 +224,11 @@ async function tokenFetchWarm(storeName: string, endpoint: string, kms: KmsDoubl
   const [id] = await seed(deps, dynamo, 1, 1_000_000_000, `fetch-${storeName}`);
   const connectionId = id as string;
   // Far from expiry: this measures the read path, not a refresh.
-  await deps.store.updateConnection(connectionId, { expiresAt: Date.now() + 3600_000 }, {});
+  await deps.store.updateConnection(
+    { connectionId, provider: 'close' },
+    { expiresAt: Date.now() + 3600_000 },
+    {},
+  );
   const handler = tokenFetch.createHandler(deps);
   const key = { TableName: table, Key: marshall(keys.connection(connectionId)), ConsistentRead: true };
   for (let i = 0; i < 200; i++) {
@@ -337,6 +344,20 @@ async function contention(endpoint: string, kms: KmsDouble) {
 }
 
 // 3. Scheduler scaling: items read per due connection (3b, the refresh pipeline, is bench/refresh-pipeline.ts).
+/** Every connection due now, from each CRM partition of the due index, as the dispatcher reads them. */
+async function findEveryDue(store: Store, nowSeconds: number) {
+  const ids: string[] = [];
+  let itemsRead = 0;
+  for (const provider of providerIds) {
+    for (let shard = 0; shard < DUE_SHARDS; shard++) {
+      const page = await store.findDueAfter(provider, shard, undefined, nowSeconds, undefined, 100_000);
+      ids.push(...page.entries.map((e) => e.connectionId));
+      itemsRead += page.itemsRead;
+    }
+  }
+  return { ids, itemsRead };
+}
+
 async function scheduler(endpoint: string, kms: KmsDouble, sizes: number[]) {
   // Only finding due connections is measured here: no CRM is called.
   const crm = { url: 'http://127.0.0.1:9' };
@@ -349,7 +370,7 @@ async function scheduler(endpoint: string, kms: KmsDouble, sizes: number[]) {
     const t0 = performance.now();
     await seed(deps, dynamo, size, 100, `sched-${size}`);
     const seedS = (performance.now() - t0) / 1000;
-    const due = await deps.store.findDueConnections(Math.floor(Date.now() / 1000), 100_000);
+    const due = await findEveryDue(deps.store, Math.floor(Date.now() / 1000));
     const perDue = due.itemsRead / due.ids.length;
     out.push({
       size,

@@ -10,7 +10,15 @@ import type { RequestLimits, RetryPolicy } from './domain/crm-errors.ts';
 import type { EventPublisher } from './domain/events.ts';
 import type { CountMetric, DurationMetric } from './domain/metric-names.ts';
 import type { Account, ProviderDefinition, ProviderId, TokenResponse } from './domain/providers.ts';
-import type { ConnectionRecord, PendingRecord, SessionRecord, StateRecord } from './domain/records.ts';
+import type {
+  ConnectionKey,
+  ConnectionRecord,
+  DispatchCursor,
+  DueEntry,
+  PendingRecord,
+  SessionRecord,
+  StateRecord,
+} from './domain/records.ts';
 import type { QueueMessage } from './domain/refresh-queue.ts';
 
 export type { EventPublisher } from './domain/events.ts';
@@ -57,8 +65,8 @@ export interface ConnectionStore {
   ): Promise<ConnectionRecord | undefined>;
   /** Updates fields only if the version (and, when given, the lease owner) is as expected. */
   updateConnection(
-    connectionId: string,
-    fields: Partial<Omit<ConnectionRecord, 'connectionId' | 'version'>>,
+    connection: ConnectionKey,
+    fields: Partial<Omit<ConnectionRecord, 'connectionId' | 'provider' | 'version'>>,
     condition: { expectedVersion?: number; leaseOwner?: string; bumpVersion?: boolean },
   ): Promise<ConnectionRecord | undefined>;
   /** Takes the refresh lease unless someone else holds an unexpired one; returns the record as it is now. */
@@ -76,15 +84,49 @@ export interface ConnectionStore {
   takePending(confirmationHash: string, unexpiredAt?: number): Promise<PendingRecord | undefined>;
   /** Confirmation hashes of pending results expired by `nowSeconds`. */
   findExpiredPending(nowSeconds: number, limit: number): Promise<string[]>;
-  /** Ids of connections due at `nowSeconds`, at most `limit`; `itemsRead` grows with the number due. */
-  findDueConnections(
+  /** Shards of each CRM's partition of the due index (the dispatcher reads each one). */
+  readonly dueShards: number;
+  /**
+   * A CRM partition's due index entries due after `sinceSeconds` and by `nowSeconds`, in due order,
+   * at most `limit`; with `after`, only those past that entry (the next page of the same reading).
+   */
+  findDueAfter(
+    provider: ProviderId,
+    shard: number,
+    sinceSeconds: DispatchCursor,
+    nowSeconds: number,
+    after: DueEntry | undefined,
+    limit: number,
+  ): Promise<{ entries: DueEntry[]; itemsRead: number; more: boolean }>;
+  /** A CRM partition's entries still due at `beforeSeconds` (long overdue: their messages were lost). */
+  findOverdue(provider: ProviderId, shard: number, beforeSeconds: number, limit: number): Promise<DueEntry[]>;
+  /** Takes a partition's dispatch cursor for `runId` until `untilMs` unless another run holds it. */
+  takeDispatchCursor(
+    provider: ProviderId,
+    shard: number,
+    runId: string,
+    nowMs: number,
+    untilMs: number,
+  ): Promise<{ held: true; through: DispatchCursor } | { held: false }>;
+  /** Saves the due time through which the run handed out all (and, with `release`, lets go); false if not held. */
+  moveDispatchCursor(
+    provider: ProviderId,
+    shard: number,
+    runId: string,
+    through: DispatchCursor,
+    release: boolean,
+  ): Promise<boolean>;
+  /** Moves a connection's due time from `fromSeconds` to `toSeconds` if it is still that; true if it moved. */
+  moveDueTime(connection: ConnectionKey, fromSeconds: number, toSeconds: number): Promise<boolean>;
+  /** Ids due at `nowSeconds` in the legacy (not per-CRM) partitions of the due index, at most `limit`. */
+  findLegacyDue(
     nowSeconds: number,
     limit: number,
   ): Promise<{ ids: string[]; itemsRead: number; more: boolean }>;
   /**
-   * Claims a connection for a refresh: moves its due time to `untilSeconds` only if it is still due
-   * at `nowSeconds` (or already claimed by this `runId`: a retry), so nobody hands it out again
-   * meanwhile. The claimed record, or undefined.
+   * Claims a connection of a legacy partition: moves its due time to `untilSeconds` only if it is
+   * still due at `nowSeconds` (or already claimed by this `runId`: a retry), so nobody hands it out
+   * again meanwhile. The claimed record, or undefined.
    */
   claimDueConnection(
     connectionId: string,
@@ -99,8 +141,6 @@ export interface ConnectionStore {
     untilSeconds: number,
     runId: string,
   ): Promise<ProviderId | undefined>;
-  /** Gives a claim back (due at `dueAtSeconds`) if the connection still carries it; true if it did. */
-  releaseClaim(connectionId: string, claimedUntil: number, dueAtSeconds: number): Promise<boolean>;
 }
 
 /** The refresh queues, one per CRM: the dispatcher sends to them, the workers are driven by them. */

@@ -314,7 +314,7 @@ describe('crm-request 401 handling against a rotating, reuse-detecting CRM (oidc
       tokenContext(record),
     );
     const updated = await deps.store.updateConnection(
-      connectionId,
+      record,
       { tokens: sealed },
       { expectedVersion: record.version, bumpVersion: true },
     );

@@ -14,7 +14,11 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { deleteConnection } from '../../functions/core/use-cases/delete-connection.ts';
 import { dispatchDueRefreshes } from '../../functions/core/use-cases/dispatch-refreshes.ts';
 import { handleQueuedMessages } from '../../functions/core/use-cases/refresh-queued.ts';
-import { type QueueMessage, WORKER_MESSAGE_MAX_MS } from '../../functions/core/domain/refresh-queue.ts';
+import {
+  DUE_TIME_MARGIN_SECONDS,
+  type QueueMessage,
+  WORKER_MESSAGE_MAX_MS,
+} from '../../functions/core/domain/refresh-queue.ts';
 import { AWS_CALL_MAX_MS, LEASE_MS } from '../../functions/core/domain/timeline.ts';
 import { Browser } from '../support/browser.ts';
 import type { FaultProxy } from '../support/fault-proxy.ts';
@@ -123,7 +127,7 @@ describe('a refresh, once sent, runs to its end (row 18)', () => {
     proxy.clear();
     proxy.delayAnswers(700);
 
-    // The real dispatcher claims them; its messages are caught here and handed to the real worker code.
+    // The real dispatcher hands them out; its messages are caught here and handed to the real worker code.
     const messages: QueueMessage[] = [];
     const deps = {
       ...broker.server.deps,
@@ -146,7 +150,9 @@ describe('a refresh, once sent, runs to its end (row 18)', () => {
     expect(count('refreshed') + count('returned')).toBe(24);
     expect(elapsed).toBeGreaterThan(1_000);
     expect(crm.calls).toMatchObject({ refresh_token: count('refreshed'), reuseDetected: 0 });
-    // What went back is due again at once (its claim released), so the next dispatch hands it out.
+    // What went back is due again a few seconds on (ahead of every dispatch cursor), so the next
+    // dispatch once that time has come hands it out.
+    await new Promise((resolve) => setTimeout(resolve, (DUE_TIME_MARGIN_SECONDS + 1) * 1000));
     const again: QueueMessage[] = [];
     await dispatchDueRefreshes({
       ...deps,

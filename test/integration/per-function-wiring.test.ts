@@ -130,8 +130,7 @@ describe('a port the function is not granted throws, naming the function and the
       kind: 'refresh',
       connectionId: 'c',
       provider: 'close',
-      version: 1,
-      claimedUntil: 1,
+      dueAt: 1,
     } as const;
     await expect(wired('refresh-worker').refreshQueue.send([message])).rejects.toThrow(
       /^refresh-worker called refreshQueues\.send \(sqs:SendMessage\)/,

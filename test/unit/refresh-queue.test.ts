@@ -22,8 +22,7 @@ const refresh = (connectionId: string, provider: QueueMessage['provider'] = 'clo
   kind: 'refresh',
   connectionId,
   provider,
-  version: 1,
-  claimedUntil: 1,
+  dueAt: 1,
 });
 const idsOf = (event: SQSEvent) =>
   event.Records.map((r) => (JSON.parse(r.body) as { connectionId: string }).connectionId);
@@ -41,7 +40,7 @@ describe('the timing chain', () => {
     expect(QUEUE_VISIBILITY_TIMEOUT_SECONDS).toBeGreaterThanOrEqual(6 * WORKER_TIMEOUT_SECONDS);
   });
 
-  it('a claim outlasts every delivery SQS may still make of its message', () => {
+  it('a connection is handed out again only after SQS can no longer deliver its message', () => {
     expect(CLAIM_WINDOW_SECONDS).toBeGreaterThan(
       QUEUE_VISIBILITY_TIMEOUT_SECONDS * QUEUE_MAX_RECEIVE_COUNT + WORKER_TIMEOUT_SECONDS,
     );
@@ -58,12 +57,22 @@ describe('queue messages', () => {
     expect(parseQueueMessage(JSON.stringify(message))).toEqual(message);
     const pending = { kind: 'discard-pending', confirmationHash: 'h', provider: 'capsule', claimedUntil: 5 };
     expect(parseQueueMessage(JSON.stringify(pending))).toEqual(pending);
+    // Sent by the claiming dispatcher before an upgrade, and still in a queue: its claim is its due time.
+    const claimed = { kind: 'refresh', connectionId: 'conn_2', provider: 'close', version: 3, claimedUntil: 9 };
+    expect(parseQueueMessage(JSON.stringify(claimed))).toEqual({
+      kind: 'refresh',
+      connectionId: 'conn_2',
+      provider: 'close',
+      version: 3,
+      dueAt: 9,
+    });
     for (const body of [
       'not json',
       'null',
       JSON.stringify({ ...message, provider: 'salesforce' }),
       JSON.stringify({ ...message, version: '1' }),
-      JSON.stringify({ ...message, claimedUntil: 1.5 }),
+      JSON.stringify({ ...message, dueAt: 1.5 }),
+      JSON.stringify({ ...message, dueAt: undefined }),
       JSON.stringify({ ...message, kind: 'delete' }),
     ]) {
       expect(parseQueueMessage(body), body).toBeUndefined();

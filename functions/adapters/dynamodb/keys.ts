@@ -4,6 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { DUE_SHARDS } from '../../../manifest/table.ts';
+import type { ProviderId } from '../../core/domain/providers.ts';
 
 export const keys = {
   session: (sessionHash: string) => ({ pk: `SESSION#${sessionHash}`, sk: 'SESSION' }),
@@ -15,7 +16,18 @@ export const keys = {
     sk: 'ACCOUNT',
   }),
   ownerPk: (ownerId: string) => `OWNER#${ownerId}`,
-  duePk: (shard: number) => `DUE#${shard}`,
+  /** A CRM's partition of the due index: the dispatcher knows every entry's queue without reading the item. */
+  duePk: (provider: ProviderId, shard: number) => `DUE#${provider}#${shard}`,
+  /**
+   * The due index's partitions before they were per CRM (`DUE#<shard>`). Items still there move to
+   * their CRM's partition with their next due-time write; the dispatcher claims them as it always did.
+   */
+  legacyDuePk: (shard: number) => `DUE#${shard}`,
+  /** Where the dispatcher has got to in one partition of the due index, and which run holds it. */
+  dispatchCursor: (provider: ProviderId, shard: number) => ({
+    pk: `DISPATCH#${provider}#${shard}`,
+    sk: 'DISPATCH',
+  }),
   pending: (confirmationHash: string) => ({ pk: `PENDING#${confirmationHash}`, sk: 'PENDING' }),
   /** A CRM account's shared rate budget: hashed, so the key carries no account id. */
   rateBudget: (budgetId: string) => ({
@@ -37,4 +49,5 @@ export const shardOf = (connectionId: string): number =>
   (createHash('sha256').update(connectionId).digest()[0] as number) % DUE_SHARDS;
 
 /** The due index's partition key of a connection. */
-export const duePkOf = (connectionId: string): string => keys.duePk(shardOf(connectionId));
+export const duePkOf = (connectionId: string, provider: ProviderId): string =>
+  keys.duePk(provider, shardOf(connectionId));

@@ -18,7 +18,10 @@ import {
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { type ProviderId, isProviderId } from '../../core/domain/providers.ts';
 import type {
+  ConnectionKey,
   ConnectionRecord,
+  DispatchCursor,
+  DueEntry,
   PendingRecord,
   SessionRecord,
   StateRecord,
@@ -54,14 +57,18 @@ async function unlessConditionFails<T>(operation: () => Promise<T>): Promise<T |
 
 /**
  * The due index's partition follows the due time: set with it, removed with it
- * (the index is sparse: only connections the scheduler must visit are in it).
+ * (the index is sparse: only connections the scheduler must visit are in it),
+ * and always the CRM's own partition, so an item still in a legacy one moves.
  */
 function withDuePartition<T extends { dueAt?: number | undefined }>(
-  connectionId: string,
+  connection: ConnectionKey,
   fields: T,
 ): T & { duePk?: string | undefined } {
   if (!('dueAt' in fields)) return fields;
-  return { ...fields, duePk: fields.dueAt === undefined ? undefined : duePkOf(connectionId) };
+  return {
+    ...fields,
+    duePk: fields.dueAt === undefined ? undefined : duePkOf(connection.connectionId, connection.provider),
+  };
 }
 
 /** Builds `SET a = :a, ...` / `REMOVE ...` from plain values; undefined means REMOVE. */
@@ -88,6 +95,8 @@ function updateExpression(values: Record<string, unknown>, extraSet: string[] = 
 }
 
 export class Store {
+  readonly dueShards = DUE_SHARDS;
+
   constructor(
     private readonly db: DynamoDBClient,
     readonly tableName: string,
@@ -99,63 +108,197 @@ export class Store {
   }
 
   /**
-   * Connection ids due now, read from the sparse, sharded due index (never a
-   * Scan): every shard in parallel for its share of `limit`, then shards with
-   * more due top up whatever share the others did not use. `itemsRead` grows
-   * with the number due, not with the table.
+   * One partition of the due index, in due-time order: entries due by
+   * `upToSeconds`, after `after` when given, at most `limit`. Reads only index
+   * entries (keys), so what it reads grows with what is due, not with the table.
    */
-  async findDueConnections(
-    nowSeconds: number,
+  private async queryDue(
+    duePk: string,
+    window: { fromSeconds?: number; upToSeconds: number },
     limit: number,
-  ): Promise<{ ids: string[]; itemsRead: number; more: boolean }> {
-    const ids: string[] = [];
+    after?: DueEntry,
+  ): Promise<{ entries: DueEntry[]; itemsRead: number; more: boolean }> {
+    const entries: DueEntry[] = [];
     let itemsRead = 0;
-    const cursors = new Map<number, Record<string, AttributeValue> | undefined>();
-    const readShard = async (shard: number, want: number) => {
-      let taken = 0;
-      let startKey = cursors.get(shard);
-      do {
-        const out = await this.db.send(
-          new QueryCommand({
-            TableName: this.tableName,
-            IndexName: DUE_INDEX,
-            KeyConditionExpression: 'duePk = :pk AND dueAt <= :now',
-            ExpressionAttributeValues: {
-              ':pk': { S: keys.duePk(shard) },
-              ':now': { N: String(nowSeconds) },
-            },
-            Limit: Math.min(100, want - taken),
-            ExclusiveStartKey: startKey,
-          }),
-        );
-        itemsRead += out.ScannedCount ?? out.Items?.length ?? 0;
-        for (const item of out.Items ?? []) {
-          const id = keys.connectionIdOf(item.pk?.S);
-          if (id) ids.push(id);
-        }
-        taken += out.Items?.length ?? 0;
-        startKey = out.LastEvaluatedKey;
-      } while (startKey && taken < want);
-      if (startKey) cursors.set(shard, startKey);
-      else cursors.delete(shard);
+    // Within one reading, the next page starts exactly after the last entry read.
+    let startKey: Record<string, AttributeValue> | undefined = after && {
+      duePk: { S: duePk },
+      dueAt: { N: String(after.dueAt) },
+      ...marshall(keys.connection(after.connectionId)),
     };
-    const share = Math.max(1, Math.ceil(limit / DUE_SHARDS));
-    await Promise.all(Array.from({ length: DUE_SHARDS }, (_, shard) => readShard(shard, share)));
-    for (const shard of [...cursors.keys()]) {
-      if (ids.length >= limit) break;
-      await readShard(shard, limit - ids.length);
-    }
-    return { ids: ids.slice(0, limit), itemsRead, more: cursors.size > 0 || ids.length > limit };
+    const from = window.fromSeconds;
+    do {
+      const out = await this.db.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          IndexName: DUE_INDEX,
+          KeyConditionExpression:
+            from === undefined ? 'duePk = :pk AND dueAt <= :upTo' : 'duePk = :pk AND dueAt BETWEEN :from AND :upTo',
+          ExpressionAttributeValues: {
+            ':pk': { S: duePk },
+            ':upTo': { N: String(window.upToSeconds) },
+            ...(from === undefined ? {} : { ':from': { N: String(from) } }),
+          },
+          Limit: Math.min(100, limit - entries.length),
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      itemsRead += out.ScannedCount ?? out.Items?.length ?? 0;
+      for (const item of out.Items ?? []) {
+        const connectionId = keys.connectionIdOf(item.pk?.S);
+        if (connectionId) entries.push({ connectionId, dueAt: Number(item.dueAt?.N) });
+      }
+      startKey = out.LastEvaluatedKey;
+    } while (startKey && entries.length < limit);
+    return { entries, itemsRead, more: startKey !== undefined };
   }
 
   /**
-   * Claims a due connection for the refresh queue: one conditional write moving
-   * its due time (and its place in the due index) to `untilSeconds`. Not
+   * A CRM partition's entries due after `sinceSeconds` and by `nowSeconds`, in
+   * due order, at most `limit`; with `after`, those past that entry (the next page).
+   */
+  findDueAfter(
+    provider: ProviderId,
+    shard: number,
+    sinceSeconds: DispatchCursor,
+    nowSeconds: number,
+    after: DueEntry | undefined,
+    limit: number,
+  ) {
+    const fromSeconds = sinceSeconds === undefined ? undefined : sinceSeconds + 1;
+    if (fromSeconds !== undefined && fromSeconds > nowSeconds)
+      return Promise.resolve({ entries: [], itemsRead: 0, more: false });
+    return this.queryDue(keys.duePk(provider, shard), { fromSeconds, upToSeconds: nowSeconds }, limit, after);
+  }
+
+  /**
+   * A CRM partition's entries still due at `beforeSeconds`: long past their due
+   * time, so behind every cursor, and their messages lost (a straggler).
+   */
+  async findOverdue(provider: ProviderId, shard: number, beforeSeconds: number, limit: number) {
+    return (await this.queryDue(keys.duePk(provider, shard), { upToSeconds: beforeSeconds }, limit)).entries;
+  }
+
+  /**
+   * Connection ids due now in the legacy partitions (`DUE#<shard>`, before the
+   * index was partitioned per CRM), every shard in parallel: the dispatcher
+   * claims these, as it did before, because the index does not say their CRM.
+   */
+  async findLegacyDue(
+    nowSeconds: number,
+    limit: number,
+  ): Promise<{ ids: string[]; itemsRead: number; more: boolean }> {
+    const share = Math.max(1, Math.ceil(limit / DUE_SHARDS));
+    const shards = await Promise.all(
+      Array.from({ length: DUE_SHARDS }, (_, shard) =>
+        this.queryDue(keys.legacyDuePk(shard), { upToSeconds: nowSeconds }, share),
+      ),
+    );
+    return {
+      ids: shards.flatMap((s) => s.entries.map((e) => e.connectionId)),
+      itemsRead: shards.reduce((n, s) => n + s.itemsRead, 0),
+      more: shards.some((s) => s.more),
+    };
+  }
+
+  /**
+   * Takes one partition's dispatch cursor for run `runId` until `untilMs`
+   * unless another unexpired run holds it; answers the due time through which
+   * every entry was handed out (`held: false` when another run holds it). One conditional write, no read:
+   * two overlapping runs never read the same partition, so never hand out
+   * the same entry twice.
+   */
+  async takeDispatchCursor(
+    provider: ProviderId,
+    shard: number,
+    runId: string,
+    nowMs: number,
+    untilMs: number,
+  ): Promise<{ held: true; through: DispatchCursor } | { held: false }> {
+    const out = await unlessConditionFails(() =>
+      this.db.send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.dispatchCursor(provider, shard)),
+          UpdateExpression: 'SET runId = :run, heldUntil = :until',
+          // `runId = :run` lets an SDK retry of a take that landed (its answer lost) succeed.
+          ConditionExpression: 'attribute_not_exists(heldUntil) OR heldUntil < :now OR runId = :run',
+          ExpressionAttributeValues: marshall({ ':run': runId, ':until': untilMs, ':now': nowMs }),
+          ReturnValues: 'ALL_NEW',
+        }),
+      ),
+    );
+    if (!out) return { held: false };
+    const through = unmarshall(out.Attributes ?? {}).through;
+    return { held: true, through: typeof through === 'number' ? through : undefined };
+  }
+
+  /**
+   * Moves run `runId`'s cursor on to `through` (every entry due by then was
+   * handed out) and, with `release`, lets the partition go. False when the run
+   * no longer holds it (it overran its hold): the next run then starts from
+   * the last position saved, and hands out again only entries a worker skips.
+   */
+  async moveDispatchCursor(
+    provider: ProviderId,
+    shard: number,
+    runId: string,
+    through: DispatchCursor,
+    release: boolean,
+  ): Promise<boolean> {
+    const set = through === undefined ? [] : ['through = :through'];
+    const expression = [set.length ? `SET ${set.join(', ')}` : '', release ? 'REMOVE heldUntil' : '']
+      .filter(Boolean)
+      .join(' ');
+    if (!expression) return true;
+    const out = await unlessConditionFails(() =>
+      this.db.send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.dispatchCursor(provider, shard)),
+          UpdateExpression: expression,
+          ConditionExpression: 'runId = :run',
+          ExpressionAttributeValues: marshall({
+            ':run': runId,
+            ...(through === undefined ? {} : { ':through': through }),
+          }),
+        }),
+      ),
+    );
+    return out !== undefined;
+  }
+
+  /**
+   * Moves a connection's due time from `fromSeconds` to `toSeconds` (into its
+   * CRM's partition of the due index), only if it is still due at `fromSeconds`:
+   * a message given back, a straggler found again. True if it moved.
+   */
+  async moveDueTime(connection: ConnectionKey, fromSeconds: number, toSeconds: number): Promise<boolean> {
+    const out = await unlessConditionFails(() =>
+      this.db.send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: marshall(keys.connection(connection.connectionId)),
+          UpdateExpression: 'SET dueAt = :to, duePk = :pk',
+          ConditionExpression: 'attribute_exists(pk) AND dueAt = :from',
+          ExpressionAttributeValues: marshall({
+            ':to': toSeconds,
+            ':from': fromSeconds,
+            ':pk': duePkOf(connection.connectionId, connection.provider),
+          }),
+        }),
+      ),
+    );
+    return out !== undefined;
+  }
+
+  /**
+   * Claims a due connection of a legacy partition (its CRM unknown to the
+   * index): one conditional write moving its due time to `untilSeconds`. Not
    * `dueAt = <what the index said>`: `dueAt <= now` is the same test without
    * the index's value, and two dispatchers that overlap cannot both pass it.
    * `claimId = :run` lets an SDK retry of this run's claim that landed (its
-   * answer lost) succeed, as the lease does; another run never matches it. A
-   * write, so it reads nothing: finding stays about one index item per due.
+   * answer lost) succeed, as the lease does; another run never matches it.
    */
   async claimDueConnection(
     connectionId: string,
@@ -195,22 +338,6 @@ export class Store {
       const provider = out.Attributes?.provider?.S;
       return isProviderId(provider) ? provider : undefined;
     });
-  }
-
-  /** Gives a claim back: due again at `dueAtSeconds`, only if the item still carries the claim. */
-  async releaseClaim(connectionId: string, claimedUntil: number, dueAtSeconds: number): Promise<boolean> {
-    const out = await unlessConditionFails(() =>
-      this.db.send(
-        new UpdateItemCommand({
-          TableName: this.tableName,
-          Key: marshall(keys.connection(connectionId)),
-          UpdateExpression: 'SET dueAt = :due',
-          ConditionExpression: 'attribute_exists(pk) AND dueAt = :claim',
-          ExpressionAttributeValues: marshall({ ':due': dueAtSeconds, ':claim': claimedUntil }),
-        }),
-      ),
-    );
-    return out !== undefined;
   }
 
   /** Stores a pending connect result; it is due (for the sweeper) when it expires. */
@@ -478,7 +605,7 @@ export class Store {
     const { createdAt: _c, version: _v, leaseOwner: _o, leaseUntil: _u, ...fields } = given;
     const update = updateExpression(
       {
-        ...withDuePartition(connectionId, fields),
+        ...withDuePartition(record, fields),
         connectionId,
         gsi1pk: keys.ownerPk(record.ownerId),
         gsi1sk: `CONN#${connectionId}`,
@@ -517,12 +644,13 @@ export class Store {
    * undefined when the condition failed.
    */
   async updateConnection(
-    connectionId: string,
-    fields: Partial<Omit<ConnectionRecord, 'connectionId' | 'version'>>,
+    connection: ConnectionKey,
+    fields: Partial<Omit<ConnectionRecord, 'connectionId' | 'provider' | 'version'>>,
     condition: { expectedVersion?: number; leaseOwner?: string; bumpVersion?: boolean },
   ): Promise<ConnectionRecord | undefined> {
+    const { connectionId } = connection;
     const update = updateExpression(
-      withDuePartition(connectionId, fields),
+      withDuePartition(connection, fields),
       condition.bumpVersion ? ['version = version + :one'] : [],
     );
     const conditions = ['attribute_exists(pk)'];

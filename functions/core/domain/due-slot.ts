@@ -3,6 +3,7 @@
  * something to do have a due time, so finding them reads only those.
  */
 import type { Config } from './config.ts';
+import { DUE_TIME_MARGIN_SECONDS } from './refresh-queue.ts';
 
 /** How far ahead of expiry a token is refreshed: the lead window, never more than half its lifetime. */
 export function refreshLeadMs(config: Config, issuedLifetimeSeconds: number | null): number {
@@ -22,5 +23,7 @@ export function dueSlot(
   let dueMs: number | undefined;
   if (t.expiresAt === null) dueMs = t.now + config.healthCheckIntervalSeconds * 1000;
   else if (t.refreshable) dueMs = t.expiresAt - refreshLeadMs(config, t.issuedLifetimeSeconds ?? null);
-  return { dueAt: dueMs === undefined ? undefined : Math.floor(dueMs / 1000) };
+  if (dueMs === undefined) return { dueAt: undefined };
+  // Never behind the clock: the dispatcher's cursor may already have passed "now" (refresh-queue.ts).
+  return { dueAt: Math.max(Math.floor(dueMs / 1000), Math.ceil(t.now / 1000) + DUE_TIME_MARGIN_SECONDS) };
 }

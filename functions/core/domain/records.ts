@@ -68,6 +68,21 @@ export interface ConnectionRecord {
   dueAt?: number;
 }
 
+/** What names a connection's item and its place in the due index. */
+export type ConnectionKey = Pick<ConnectionRecord, 'connectionId' | 'provider'>;
+
+/** An entry of the due index: which connection, due when (epoch s). */
+export interface DueEntry {
+  connectionId: string;
+  dueAt: number;
+}
+
+/**
+ * Where the dispatcher got to in one partition of the due index: the due time
+ * (epoch s) through which every entry was handed out; undefined before the first run.
+ */
+export type DispatchCursor = number | undefined;
+
 /**
  * A finished connect flow waiting for the app to confirm who connected
  * (`connections confirm`): stored under the hash of its one-time code, its

@@ -1,8 +1,9 @@
 /**
- * The refresh queues (docs/scale.md): the scheduled dispatcher claims each due
- * connection and hands it to its CRM's queue; queue-driven workers refresh it.
- * The timing below is one chain, each figure derived from the one before, so
- * a message is never handed out twice while SQS may still deliver it.
+ * The refresh queues (docs/scale.md): the scheduled dispatcher reads each CRM's
+ * due connections past its cursor and hands them to the CRM's queue;
+ * queue-driven workers refresh them. The timing below is one chain, each
+ * figure derived from the one before, so a connection is never handed out
+ * again while SQS may still deliver its message.
  */
 import { ANSWER_MARGIN_MS, AWS_CALL_MAX_MS, REFRESH_MAX_MS } from './timeline.ts';
 import { type ProviderId, isProviderId } from './providers.ts';
@@ -36,25 +37,37 @@ export const QUEUE_VISIBILITY_TIMEOUT_SECONDS = 6 * WORKER_TIMEOUT_SECONDS;
 export const QUEUE_MAX_RECEIVE_COUNT = 3;
 
 /**
- * How far a claim moves a connection's due time: longer than SQS may keep
- * delivering the message (every receive's visibility timeout plus one last
- * run), so the dispatcher never hands out a connection whose message SQS may
- * still deliver. A message lost for good (dead-lettered) thus costs a wait of
- * this long, during which fetches still refresh on demand.
+ * How long a handed-out connection is left to its message: longer than SQS may
+ * keep delivering it (every receive's visibility timeout plus one last run;
+ * the queues keep a message no longer than this either). A connection still
+ * due this long after its due time lost its message (dead-lettered, or given
+ * back), so the dispatcher moves it ahead of its cursor to be handed out again.
+ * Meanwhile fetches still refresh on demand. Legacy claims move a due time by
+ * this much too.
  */
 export const CLAIM_WINDOW_SECONDS =
   Math.ceil((QUEUE_VISIBILITY_TIMEOUT_SECONDS * QUEUE_MAX_RECEIVE_COUNT + WORKER_TIMEOUT_SECONDS) / 600) *
   600;
 
-/** A connection claimed for a refresh: valid only while the item still carries this claim. */
+/**
+ * How far ahead of "now" every due time the broker writes lies at least: a due
+ * time must land after the cursor of any dispatcher run already reading, or
+ * that run passes it (and it waits `CLAIM_WINDOW_SECONDS` to be found again).
+ */
+export const DUE_TIME_MARGIN_SECONDS = 5;
+
+/** A due connection handed to its CRM's queue: valid only while the item is still due at `dueAt`. */
 export interface RefreshMessage {
   readonly kind: 'refresh';
   readonly connectionId: string;
   readonly provider: ProviderId;
-  /** The item's version when claimed: a refresh or reconnect since makes the message stale. */
-  readonly version: number;
-  /** The due time (epoch s) the claim set: another due time means someone else has moved on. */
-  readonly claimedUntil: number;
+  /**
+   * The due time (epoch s) the dispatcher saw: a refresh, failure or reconnect since moves it, and
+   * makes the message stale. (Messages of a claiming dispatcher carried the claim's due time.)
+   */
+  readonly dueAt: number;
+  /** The item's version, when the dispatcher knew it (a legacy claim): another version makes it stale. */
+  readonly version?: number;
 }
 
 /** A connect result nobody confirmed in time: the worker discards it and revokes its grant. */
@@ -82,16 +95,20 @@ export function parseQueueMessage(body: string): QueueMessage | undefined {
   if (typeof m !== 'object' || m === null) return undefined;
   const provider = m.provider;
   if (!isProviderId(provider)) return undefined;
-  if (typeof m.claimedUntil !== 'number' || !Number.isInteger(m.claimedUntil)) return undefined;
-  if (m.kind === 'refresh' && typeof m.connectionId === 'string' && Number.isInteger(m.version)) {
+  if (m.kind === 'refresh' && typeof m.connectionId === 'string') {
+    // `claimedUntil`: a message sent by the claiming dispatcher before an upgrade, still in its queue.
+    const dueAt = m.dueAt ?? m.claimedUntil;
+    if (!Number.isInteger(dueAt)) return undefined;
+    if (m.version !== undefined && !Number.isInteger(m.version)) return undefined;
     return {
       kind: 'refresh',
       connectionId: m.connectionId,
       provider,
-      version: m.version as number,
-      claimedUntil: m.claimedUntil,
+      dueAt: dueAt as number,
+      ...(m.version === undefined ? {} : { version: m.version as number }),
     };
   }
+  if (typeof m.claimedUntil !== 'number' || !Number.isInteger(m.claimedUntil)) return undefined;
   if (m.kind === 'discard-pending' && typeof m.confirmationHash === 'string') {
     return {
       kind: 'discard-pending',

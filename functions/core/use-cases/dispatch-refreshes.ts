@@ -1,97 +1,124 @@
 /**
- * The scheduled dispatcher: finds the connections whose due time has come
- * through the sparse, sharded due index (never a Scan), claims each one with
- * one conditional write (its due time moves `CLAIM_WINDOW_SECONDS` on, so no
- * run hands it out again while its message waits), and hands it to its CRM's
- * queue, where a worker refreshes it (refresh-worker.ts). Pending connect
- * results nobody confirmed in time go the same way, to be discarded and
- * revoked by a worker. The dispatcher itself reads no token and calls no CRM.
+ * The scheduled dispatcher: finds the connections whose due time has come and
+ * hands each to its CRM's queue, where a worker refreshes it
+ * (refresh-worker.ts). It writes nothing per connection: the due index has a
+ * partition per CRM and shard, and each partition a cursor (its last entry
+ * handed out) that one run at a time holds. A run reads the entries due past
+ * the cursor (about one index item per due connection, never a Scan), sends
+ * them, and moves the cursor on. Connections past the cursor wait for their
+ * workers, whose writes move their due times; one still due long after its
+ * due time lost its message and is moved ahead of the cursor to go out again.
+ * Expired pending connect results, and connections still in the due index's
+ * legacy partitions, are claimed one by one as before. The dispatcher reads no
+ * token and calls no CRM.
  */
 import { randomUUID } from 'node:crypto';
 import { errorFields } from '../domain/error-fields.ts';
-import { CLAIM_WINDOW_SECONDS, type QueueMessage } from '../domain/refresh-queue.ts';
+import { type ProviderId, providerIds } from '../domain/providers.ts';
+import type { DueEntry } from '../domain/records.ts';
+import { CLAIM_WINDOW_SECONDS, DUE_TIME_MARGIN_SECONDS, type QueueMessage } from '../domain/refresh-queue.ts';
 import { AWS_CALL_MAX_MS } from '../domain/timeline.ts';
 import type { Deps } from '../ports.ts';
 
 export interface DispatchOptions {
-  /** Epoch ms by which the function must be done: no claim starts unless its message can still be sent. */
+  /** Epoch ms by which the function must be done: no page is read unless its messages can still be sent. */
   deadline?: number | undefined;
   /** Most due connections read in one run (the rest wait for the next, a minute later). */
   maxConnections?: number;
-  /** Claims in flight at once. */
+  /** Partitions (or legacy claims) worked on at once. */
   concurrency?: number;
-  /** Claims sent to the queues together (SQS sends 10 per request). */
-  chunkSize?: number;
 }
 
 export interface DispatchSummary {
   /** Connections found due. */
   due: number;
-  /** Claimed and handed to their CRM's queue. */
+  /** Handed to their CRM's queue. */
   dispatched: number;
-  /** Found due but claimed, refreshed or deleted by someone else before this run's claim. */
+  /** Found due in a legacy partition but claimed, refreshed or deleted by someone else first. */
   notClaimed: number;
-  /** Whose claim failed (the table unreachable): still due, so the next run tries again. */
+  /** Whose legacy claim failed (the table unreachable): still due, so the next run tries again. */
   claimFailed: number;
-  /** Claimed but not sent (the queue failed): they wait out their claim, then are handed out again. */
+  /** Not sent (the queue failed): the cursor stays before them, so the next run sends them again. */
   sendFailed: number;
   /** Index items read to find the due connections: grows with `due`, not with the table. */
   itemsRead: number;
-  /** Due connections left for the next run (limit or time reached). */
+  /** Partitions not read to the end, left for the next run (limit or time reached, or a send failed). */
   deferred: number;
+  /** Partitions another run was holding (each is read by one run at a time). */
+  partitionsBusy: number;
+  /** Connections found still due long after their due time (their messages lost), moved to go out again. */
+  overdueRequeued: number;
   /** Unconfirmed connect results handed to a worker to discard and revoke. */
   pendingDispatched: number;
 }
 
-/** One dispatcher run: when it looks, until when its claims hold, and its own id. */
+/** One dispatcher run: when it looks, how long it may hold a partition, and its own id. */
 interface Run {
+  nowMs: number;
   nowSeconds: number;
+  /** Until when (epoch ms) this run holds the partitions it takes: its own deadline. */
+  holdUntilMs: number;
+  /** Until when a legacy claim holds. */
   claimUntil: number;
   runId: string;
+  /** Due connections this run may still read. */
+  budget: number;
+  timeLeft: () => boolean;
 }
 
 /** The most expired pending results handed out per run. */
 const PENDING_PER_RUN = 100;
+/** The most overdue connections moved per partition and run (normally none are overdue). */
+const OVERDUE_PER_PARTITION = 100;
+/** Index entries read and sent together (SQS sends 10 per request). */
+const PAGE = 100;
+/** A run without a deadline (tests, the local server) holds its partitions this long. */
+const DEFAULT_HOLD_MS = 60_000;
 
 export async function dispatchDueRefreshes(
   deps: Deps,
   options: DispatchOptions = {},
 ): Promise<DispatchSummary> {
-  const nowSeconds = Math.floor(deps.now() / 1000);
-  // One id per run: a retry of this run's own claim passes, another run's never does.
-  const run: Run = { nowSeconds, claimUntil: nowSeconds + CLAIM_WINDOW_SECONDS, runId: randomUUID() };
-  const { ids, itemsRead, more } = await deps.store.findDueConnections(
+  const nowMs = deps.now();
+  const nowSeconds = Math.floor(nowMs / 1000);
+  const run: Run = {
+    nowMs,
     nowSeconds,
-    options.maxConnections ?? 20_000,
-  );
+    holdUntilMs: options.deadline ?? nowMs + DEFAULT_HOLD_MS,
+    claimUntil: nowSeconds + CLAIM_WINDOW_SECONDS,
+    // One id per run: a retry of this run's own write passes, another run's never does.
+    runId: randomUUID(),
+    budget: options.maxConnections ?? 20_000,
+    timeLeft: () => options.deadline === undefined || deps.now() + 2 * AWS_CALL_MAX_MS < options.deadline,
+  };
   const summary: DispatchSummary = {
-    due: ids.length,
+    due: 0,
     dispatched: 0,
     notClaimed: 0,
     claimFailed: 0,
     sendFailed: 0,
-    itemsRead,
-    deferred: more ? 1 : 0,
+    itemsRead: 0,
+    deferred: 0,
+    partitionsBusy: 0,
+    overdueRequeued: 0,
     pendingDispatched: 0,
   };
-  // Claim a chunk, send it, then the next: a run cut short leaves no claim unsent but its last chunk's.
-  const chunkSize = options.chunkSize ?? 100;
-  const timeLeft = () =>
-    options.deadline === undefined || deps.now() + 2 * AWS_CALL_MAX_MS < options.deadline;
-  for (let i = 0; i < ids.length; i += chunkSize) {
-    if (!timeLeft()) {
-      summary.deferred += ids.length - i;
-      break;
-    }
-    const chunk = ids.slice(i, i + chunkSize);
-    const claimed = await inParallel(chunk, options.concurrency ?? 16, (connectionId) =>
-      claim(deps, connectionId, run, summary),
-    );
-    const messages = claimed.filter((m): m is QueueMessage => m !== undefined);
-    const { failed } = await send(deps, messages);
-    summary.dispatched += messages.length - failed;
-    summary.sendFailed += failed;
-  }
+  const partitions = providerIds.flatMap((provider) =>
+    Array.from({ length: deps.store.dueShards }, (_, shard) => ({ provider, shard })),
+  );
+  const concurrency = options.concurrency ?? 8;
+  await inParallel(partitions, concurrency, (p) =>
+    dispatchPartition(deps, p.provider, p.shard, run, summary).catch((err: unknown) => {
+      // The partition's hold lapses by itself; the next run starts from its last saved position.
+      deps.logger.warn('a due partition was not dispatched this run', {
+        provider: p.provider,
+        ...errorFields(err),
+      });
+    }),
+  );
+  await dispatchLegacy(deps, run, summary, concurrency).catch((err: unknown) => {
+    deps.logger.warn('legacy due partitions not dispatched this run', errorFields(err));
+  });
   summary.pendingDispatched = await dispatchExpiredPending(deps, run).catch((err: unknown) => {
     // They stay expired and are found by the next run; the connections above are on their way.
     deps.logger.warn('unconfirmed connect results not dispatched this run', errorFields(err));
@@ -101,7 +128,142 @@ export async function dispatchDueRefreshes(
   return summary;
 }
 
-/** One due connection's claim, as the message that hands it out; undefined when not claimed. */
+/**
+ * One partition: take its cursor, send what is due since it a page at a time
+ * (saving the position before reading the next page), move connections lost
+ * behind it ahead of it, and let it go. A page the queue did not take stops
+ * the partition before it, so nothing is passed over unsent. A run reads what
+ * was due before its own second and moves the cursor to the end of that
+ * second: a run in the same second finds nothing to send again, and every
+ * due time the broker writes is ahead of its clock (DUE_TIME_MARGIN_SECONDS),
+ * so nothing is written behind a cursor already passed.
+ */
+async function dispatchPartition(
+  deps: Deps,
+  provider: ProviderId,
+  shard: number,
+  run: Run,
+  summary: DispatchSummary,
+): Promise<void> {
+  const taken = await deps.store.takeDispatchCursor(provider, shard, run.runId, run.nowMs, run.holdUntilMs);
+  if (!taken.held) {
+    summary.partitionsBusy++;
+    return;
+  }
+  const since = taken.through;
+  const upTo = run.nowSeconds - 1;
+  let through = since;
+  let last: DueEntry | undefined;
+  let sentAll = false;
+  while (run.budget > 0 && run.timeLeft()) {
+    const page = await deps.store.findDueAfter(
+      provider,
+      shard,
+      since,
+      upTo,
+      last,
+      Math.min(PAGE, run.budget),
+    );
+    // Partitions are read side by side: the run's limit is spent on what is sent, never exceeded.
+    const sending = page.entries.slice(0, Math.max(0, run.budget));
+    run.budget -= sending.length;
+    summary.itemsRead += page.itemsRead;
+    summary.due += sending.length;
+    const { failed } = await send(
+      deps,
+      sending.map((e) => refreshMessage(provider, e)),
+    );
+    summary.dispatched += sending.length - failed;
+    summary.sendFailed += failed;
+    if (failed > 0) break;
+    if (!page.more && sending.length === page.entries.length) {
+      sentAll = true;
+      break;
+    }
+    last = sending.at(-1);
+    if (!last) break;
+    // Everything due before the last entry's second is out; that second may hold more (a run that
+    // stops here leaves them to the next, which sends that second again: its workers skip the repeats).
+    through = Math.max(through ?? 0, last.dueAt - 1);
+    if (sending.length < page.entries.length) break;
+    if (run.budget > 0 && run.timeLeft()) {
+      const saved = await deps.store.moveDispatchCursor(provider, shard, run.runId, through, false);
+      if (!saved) return overran(deps);
+    }
+  }
+  if (sentAll) through = Math.max(through ?? 0, upTo);
+  else summary.deferred++;
+  if (since !== undefined) await requeueOverdue(deps, provider, shard, since, run, summary);
+  const released = await deps.store.moveDispatchCursor(
+    provider,
+    shard,
+    run.runId,
+    through === since ? undefined : through,
+    true,
+  );
+  if (!released) overran(deps);
+}
+
+const refreshMessage = (provider: ProviderId, entry: DueEntry): QueueMessage => ({
+  kind: 'refresh',
+  connectionId: entry.connectionId,
+  provider,
+  dueAt: entry.dueAt,
+});
+
+/** This run held the partition past its deadline and another took it: that run goes on from the last save. */
+function overran(deps: Deps): void {
+  deps.logger.warn('dispatch cursor taken over by a later run; it resends from the last saved position');
+}
+
+/**
+ * Connections still due `CLAIM_WINDOW_SECONDS` after their due time and behind
+ * the cursor were handed out and their messages are gone (dead-lettered,
+ * given back, expired): due again just ahead of every cursor, so the next run
+ * hands them out. A stale message of one, if SQS still has it, is skipped.
+ */
+async function requeueOverdue(
+  deps: Deps,
+  provider: ProviderId,
+  shard: number,
+  through: number,
+  run: Run,
+  summary: DispatchSummary,
+): Promise<void> {
+  const before = Math.min(run.nowSeconds - CLAIM_WINDOW_SECONDS, through);
+  const overdue = await deps.store.findOverdue(provider, shard, before, OVERDUE_PER_PARTITION);
+  for (const entry of overdue) {
+    const moved = await deps.store.moveDueTime(
+      { connectionId: entry.connectionId, provider },
+      entry.dueAt,
+      run.nowSeconds + DUE_TIME_MARGIN_SECONDS,
+    );
+    if (moved) summary.overdueRequeued++;
+  }
+}
+
+/**
+ * Connections still in the due index's legacy partitions (stored before it had
+ * one per CRM): the index does not say their CRM, so each is claimed with one
+ * conditional write that answers it, as the dispatcher always did. Their next
+ * due-time write moves them to their CRM's partition.
+ */
+async function dispatchLegacy(deps: Deps, run: Run, summary: DispatchSummary, concurrency: number) {
+  if (run.budget <= 0 || !run.timeLeft()) return;
+  const { ids, itemsRead, more } = await deps.store.findLegacyDue(run.nowSeconds, run.budget);
+  summary.due += ids.length;
+  summary.itemsRead += itemsRead;
+  if (more) summary.deferred++;
+  const claimed = await inParallel(ids, concurrency, (connectionId) =>
+    claim(deps, connectionId, run, summary),
+  );
+  const messages = claimed.filter((m): m is QueueMessage => m !== undefined);
+  const { failed } = await send(deps, messages);
+  summary.dispatched += messages.length - failed;
+  summary.sendFailed += failed;
+}
+
+/** One legacy due connection's claim, as the message that hands it out; undefined when not claimed. */
 async function claim(
   deps: Deps,
   connectionId: string,
@@ -122,7 +284,7 @@ async function claim(
     return undefined;
   }
   const { provider, version } = record;
-  return { kind: 'refresh', connectionId, provider, version, claimedUntil: run.claimUntil };
+  return { kind: 'refresh', connectionId, provider, version, dueAt: run.claimUntil };
 }
 
 /** Expired pending results, claimed like connections, to their CRM's queue (the worker revokes their grants). */
@@ -149,8 +311,8 @@ async function send(deps: Deps, messages: readonly QueueMessage[]): Promise<{ fa
   try {
     return await deps.refreshQueue.send(messages);
   } catch (err) {
-    // Claimed but not queued: each waits out its claim and is handed out again; fetches refresh on demand.
-    deps.logger.warn('refresh queue send failed; the claims lapse by themselves', {
+    // Not queued: the cursor stays before them (a legacy claim lapses), so they go out again.
+    deps.logger.warn('refresh queue send failed; these go out again with a later run', {
       messages: messages.length,
       ...errorFields(err),
     });

@@ -240,7 +240,7 @@ async function verifyHoldingLease(
     .encrypt(JSON.stringify(tokens), tokenContext(held))
     .catch(() => undefined);
   const updated = await deps.store.updateConnection(
-    held.connectionId,
+    held,
     {
       ...(reencrypted === undefined ? {} : { tokens: reencrypted }),
       lastRefreshedAt: now,

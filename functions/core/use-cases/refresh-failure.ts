@@ -5,6 +5,7 @@
  * (no poison items) and is reported, with an operator alarm where an operator
  * must act.
  */
+import { DUE_TIME_MARGIN_SECONDS } from '../domain/refresh-queue.ts';
 import { OutcomeUnknown, ProviderProtocolError, TokenEndpointRejected } from '../domain/crm-errors.ts';
 import { errorFields } from '../domain/error-fields.ts';
 import {
@@ -27,7 +28,7 @@ export async function markNeedsReauth(
   reason: string,
 ): Promise<never> {
   const updated = await deps.store.updateConnection(
-    held.connectionId,
+    held,
     {
       status: 'needs_reauth',
       lastError: reason,
@@ -125,12 +126,14 @@ async function recordFailure(
   const next = now + backoff * (0.75 + Math.random() / 2);
   const updated = await deps.store
     .updateConnection(
-      held.connectionId,
+      held,
       {
         refreshFailures: failures,
         lastError: reason,
         updatedAt: now,
-        ...(held.dueAt !== undefined ? { dueAt: Math.floor(next / 1000) } : {}),
+        ...(held.dueAt !== undefined
+          ? { dueAt: Math.max(Math.floor(next / 1000), Math.ceil(now / 1000) + DUE_TIME_MARGIN_SECONDS) }
+          : {}),
       },
       { expectedVersion: held.version, leaseOwner: owner },
     )

@@ -1,10 +1,11 @@
 /**
  * What a refresh worker does with the messages its CRM's queue hands it, one
  * at a time (so a CRM never sees more refreshes at once than its queue's
- * worker cap): a refresh of a connection the dispatcher claimed, under the
+ * worker cap): a refresh of a connection the dispatcher handed out, under the
  * refresh lease (refresh-connection.ts), or the discarding of a connect result
- * nobody confirmed. A message is acted on only while the item still carries
- * its claim; deleted, reconnected, refreshed or re-claimed items are skipped.
+ * nobody confirmed. A message is acted on only while the item is still due
+ * when the dispatcher saw it; deleted, reconnected, refreshed or re-sent
+ * items are skipped, so a duplicate message never refreshes twice.
  *
  * Every refresh outcome is settled here (stored, backed off, or needs_reauth)
  * and its message deleted: a refresh once sent is never repeated because of
@@ -17,6 +18,7 @@ import type { ConnectionRecord } from '../domain/records.ts';
 import {
   type MessageOutcome,
   type QueueMessage,
+  DUE_TIME_MARGIN_SECONDS,
   type RefreshMessage,
   WORKER_MESSAGE_MAX_MS,
   parseQueueMessage,
@@ -70,7 +72,7 @@ async function handle(
     if (message.kind === 'discard-pending') {
       return (await discardPending(deps, message.confirmationHash)) ? 'unconfirmedDiscarded' : 'skipped';
     }
-    return await refreshClaimed(deps, message, deadline);
+    return await refreshDue(deps, message, deadline);
   } catch (err) {
     // Nothing was settled (e.g. the table unreachable before the refresh): SQS delivers it again,
     // and the next delivery checks the claim afresh.
@@ -83,21 +85,23 @@ async function handle(
   }
 }
 
-/** Refreshes a claimed connection if it still carries the claim: it is active, unchanged and not refreshed since. */
-async function refreshClaimed(
+/** Refreshes a handed-out connection if it is still as the dispatcher saw it: active, due then, not refreshed since. */
+async function refreshDue(
   deps: Deps,
   message: RefreshMessage,
   deadline: number | undefined,
 ): Promise<MessageOutcome> {
-  const stillClaimed = (c: ConnectionRecord) =>
-    c.status === 'active' && c.version === message.version && c.dueAt === message.claimedUntil;
+  const stillDue = (c: ConnectionRecord) =>
+    c.status === 'active' &&
+    c.dueAt === message.dueAt &&
+    (message.version === undefined || c.version === message.version);
   const connection = await deps.store.getConnection(message.connectionId);
-  if (!connection || !stillClaimed(connection)) return 'skipped';
+  if (!connection || !stillDue(connection)) return 'skipped';
   // Under the lease the item is read again: someone may have moved on since the read above.
   let movedOn = false;
   try {
     await refreshConnection(deps, connection, {
-      satisfied: (c) => (movedOn = !stillClaimed(c)),
+      satisfied: (c) => (movedOn = !stillDue(c)),
       deadline,
       waitForOthers: false,
     });
@@ -118,11 +122,18 @@ async function refreshClaimed(
   }
 }
 
-/** Not enough time left for a whole refresh: the claim goes back, and the next dispatch hands it out again. */
+/**
+ * Not enough time left for a whole refresh: the connection is due again just
+ * ahead of the dispatcher's cursor, so the next run hands it out again.
+ */
 async function giveBack(deps: Deps, message: QueueMessage): Promise<MessageOutcome> {
   if (message.kind !== 'refresh') return 'retry';
   try {
-    await deps.store.releaseClaim(message.connectionId, message.claimedUntil, Math.floor(deps.now() / 1000));
+    await deps.store.moveDueTime(
+      message,
+      message.dueAt,
+      Math.floor(deps.now() / 1000) + DUE_TIME_MARGIN_SECONDS,
+    );
     return 'returned';
   } catch (err) {
     deps.logger.warn('could not give a claim back; SQS retries the message', errorFields(err));

@@ -36,7 +36,7 @@ export async function storeRefreshResult(
   for (let attempt = 1; attempt === 1 || deps.now() + STORE_ATTEMPT_MAX_MS <= storeBy; attempt++) {
     try {
       fields ??= await build();
-      const written = await deps.store.updateConnection(held.connectionId, fields, {
+      const written = await deps.store.updateConnection(held, fields, {
         expectedVersion: held.version,
         ...(requireLease ? { leaseOwner: owner } : {}),
         bumpVersion: true,
