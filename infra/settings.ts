@@ -78,6 +78,11 @@ export interface BrokerSettings {
   readonly tokenFetchAccessTrail: AccessTrail | undefined;
   /** `tableCapacity` and its bounds: on demand unless `provisioned`. */
   readonly tableCapacity: TableCapacity;
+  /**
+   * `publishRefreshedEvents`: whether a refresh that changes no state still publishes
+   * `connection.refreshed` (`PUBLISH_REFRESHED_EVENTS` of the functions that refresh); off by default.
+   */
+  readonly publishRefreshedEvents: boolean;
 }
 
 export type ContextReader = (key: string) => unknown;
@@ -269,5 +274,6 @@ export function readSettings(read: ContextReader): BrokerSettings {
       ? { retentionDays: accessTrailRetentionDays }
       : undefined,
     tableCapacity: tableCapacity(read),
+    publishRefreshedEvents: flag(read, 'publishRefreshedEvents', false),
   };
 }

@@ -21,7 +21,13 @@ import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { envPrefix, providerIds } from '../manifest/functions.ts';
-import { type FunctionName, functionNames, httpRoutes, invokableFunctions } from '../manifest/functions.ts';
+import {
+  type FunctionName,
+  functionNames,
+  httpRoutes,
+  invokableFunctions,
+  refreshingFunctions,
+} from '../manifest/functions.ts';
 import { functionAccess } from '../manifest/access.ts';
 import { tableDefinition } from '../manifest/table.ts';
 import { BrokerFunction } from './broker-function.ts';
@@ -130,6 +136,10 @@ export class StatelessStack extends Stack {
       else fn.setTokenKeyId(props.tokenKey);
       if (access.clientSecrets) fn.useClientSecrets(props.clientSecrets);
       if (access.events) fn.publishTo(props.eventBus);
+      // Written out either way, so the template shows whether refreshes are announced (contract.md, Events).
+      if (refreshingFunctions.includes(name)) {
+        fn.function.addEnvironment('PUBLISH_REFRESHED_EVENTS', String(settings.publishRefreshedEvents));
+      }
       functions.set(name, fn);
     }
     this.functions = functions;

@@ -179,6 +179,9 @@ function sandboxRateLimit(value: string | undefined): { rateLimit?: SandboxRateL
 
 export async function startLocalServer(options: LocalServerOptions = {}): Promise<LocalServer> {
   const env = { ...(options.env ?? process.env) };
+  // The demo page on `/` shows refreshes by their `connection.refreshed` events, so locally they are on
+  // unless the environment says otherwise (deployments leave them off: docs/contract.md#events).
+  env.PUBLISH_REFRESHED_EVENTS ??= 'true';
   // EMF metrics are for CloudWatch; locally they would only clutter the console.
   process.env.POWERTOOLS_METRICS_DISABLED ??= 'true';
   const dataDir = options.dataDir === undefined ? '.data' : options.dataDir;

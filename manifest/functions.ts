@@ -25,6 +25,18 @@ export const functionNames = [
 ] as const;
 export type FunctionName = (typeof functionNames)[number];
 
+/**
+ * The functions that run refreshes (refresh-connection.ts): token-fetch and the refresh route when a
+ * token is due or forced, crm-request when due or after a 401, the workers for the schedule. They read
+ * `PUBLISH_REFRESHED_EVENTS`; the others never publish `connection.refreshed`.
+ */
+export const refreshingFunctions: readonly FunctionName[] = [
+  'token-fetch',
+  'refresh',
+  'crm-request',
+  'refresh-worker',
+];
+
 /** Source file of each function's handler, relative to the repository root. */
 export const functionEntry = (name: FunctionName): string => `functions/${name}.ts`;
 

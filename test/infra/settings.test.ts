@@ -22,7 +22,14 @@ describe('deployment settings', () => {
       alarmTopicArn: undefined,
       tokenFetchAccessTrail: undefined,
       tableCapacity: { mode: 'on-demand' },
+      publishRefreshedEvents: false,
     });
+  });
+
+  it('turns connection.refreshed events on from cdk.json (true) or -c (text)', () => {
+    expect(read({ publishRefreshedEvents: true }).publishRefreshedEvents).toBe(true);
+    expect(read({ publishRefreshedEvents: ' true ' }).publishRefreshedEvents).toBe(true);
+    expect(read({ publishRefreshedEvents: 'false' }).publishRefreshedEvents).toBe(false);
   });
 
   it('provisions the table with auto scaling from 5 to 4,000 units at 70% by default when asked', () => {
@@ -144,6 +151,8 @@ describe('deployment settings', () => {
     [{ tokenFetchAccessTrail: true, tokenFetchAccessTrailRetentionDays: 0 }, /RetentionDays/],
     // Checked while the trail is off too: a bad value fails before the day it is switched on.
     [{ tokenFetchAccessTrailRetentionDays: 'a year' }, /tokenFetchAccessTrailRetentionDays/],
+    [{ publishRefreshedEvents: 'yes' }, /publishRefreshedEvents must be true or false/],
+    [{ publishRefreshedEvents: 1 }, /publishRefreshedEvents must be true or false/],
     [{ tableCapacity: 'PROVISIONED' }, /tableCapacity must be on-demand or provisioned/],
     [{ tableCapacity: 'pay-per-request' }, /tableCapacity must be on-demand or provisioned/],
     [{ tableCapacity: true }, /tableCapacity must be a string/],

@@ -157,14 +157,16 @@ describe('functions', () => {
     CLIENT_SECRETS_ARN: 'Secret.Ref',
     EVENT_BUS_NAME: 'EventBus.Ref',
   };
+  // The functions that refresh: `connection.refreshed` is off unless the deployment turns it on.
+  const refreshing = { ...withSecretsAndEvents, PUBLISH_REFRESHED_EVENTS: 'false' };
   const expectedEnv: Record<FunctionName, Record<string, string>> = {
     'connect-session': common,
     authorize: common,
     callback: withSecretsAndEvents,
-    'token-fetch': withSecretsAndEvents,
+    'token-fetch': refreshing,
     connections: withSecretsAndEvents,
-    refresh: withSecretsAndEvents,
-    'crm-request': withSecretsAndEvents,
+    refresh: refreshing,
+    'crm-request': refreshing,
     // The dispatcher: the table and its CRM queues; no secret, no bus (it calls no CRM, publishes nothing).
     'refresh-scheduled': {
       ...common,
@@ -172,7 +174,7 @@ describe('functions', () => {
       REFRESH_QUEUE_URL_CAPSULE: 'Queue[refresh-capsule].Ref',
       REFRESH_QUEUE_URL_CLOSE: 'Queue[refresh-close].Ref',
     },
-    'refresh-worker': withSecretsAndEvents,
+    'refresh-worker': refreshing,
   };
 
   it.each(functionNames)('%s: exactly the settings its code reads, and no secret value', (name) => {

@@ -23,6 +23,14 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
   return value;
 }
 
+/** `true` or `false`; unset (or empty) keeps the fallback. */
+function flag(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.trim();
+  if (raw === undefined || raw === '') return fallback;
+  if (raw !== 'true' && raw !== 'false') throw new ConfigError(`${name} must be true or false`);
+  return raw === 'true';
+}
+
 export function loadConfig(env: Env): Config {
   const port = env.PORT ?? '3000';
   const publicBaseUrl = (env.PUBLIC_BASE_URL ?? `http://localhost:${port}`).replace(/\/+$/, '');
@@ -77,6 +85,7 @@ export function loadConfig(env: Env): Config {
     refreshLeadSeconds: int(env, 'REFRESH_LEAD_SECONDS', 900, 60, 86_400),
     healthCheckIntervalSeconds: int(env, 'HEALTH_CHECK_INTERVAL_SECONDS', 86_400, 60, 30 * 86_400),
     eventBusName: env.EVENT_BUS_NAME || undefined,
+    publishRefreshedEvents: flag(env, 'PUBLISH_REFRESHED_EVENTS', false),
   };
 }
 

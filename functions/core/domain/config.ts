@@ -35,6 +35,12 @@ export interface Config {
   /** How often a non-expiring token (Copper) is verified with the CRM's identity call. */
   healthCheckIntervalSeconds: number;
   eventBusName: string | undefined;
+  /**
+   * Whether a successful refresh that changes no state publishes `connection.refreshed`. Off by
+   * default: at scale it is one event per refresh that tells subscribers nothing new; the local
+   * server turns it on for its demo page. Failures, recoveries and re-authorizations always publish.
+   */
+  publishRefreshedEvents: boolean;
 }
 
 export const redirectUri = (config: Config, provider: ProviderId): string =>
