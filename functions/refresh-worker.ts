@@ -1,8 +1,8 @@
 /**
- * `refresh-worker` (SQS event source, one mapping per CRM queue, capped at the
- * CRM's worker cap): refreshes the connections the dispatcher claimed, one
- * message at a time, and reports the messages to retry as partial batch
- * failures (ReportBatchItemFailures). Every refresh it starts runs to its end.
+ * `refresh-worker` (SQS event source, one mapping per CRM queue; its batch size
+ * times its maximum concurrency is the CRM's worker cap): refreshes the
+ * connections the dispatcher handed out, its batch side by side, and reports
+ * the messages to retry as partial batch failures (ReportBatchItemFailures). Every refresh it starts runs to its end.
  */
 import type { Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { type BrokerDeps, lambdaHandler } from './adapters/lambda/wiring.ts';

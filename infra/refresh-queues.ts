@@ -19,7 +19,7 @@ import {
   CLAIM_WINDOW_SECONDS,
   QUEUE_MAX_RECEIVE_COUNT,
   QUEUE_VISIBILITY_TIMEOUT_SECONDS,
-  WORKER_BATCH_SIZE,
+  workerShape,
   queueUrlEnv,
 } from '../manifest/refresh-queues.ts';
 import type { BrokerFunction } from './broker-function.ts';
@@ -81,11 +81,13 @@ export class RefreshQueues extends Construct {
       this.deadLetters.set(provider, deadLetters);
 
       props.dispatcher.function.addEnvironment(queueUrlEnv(provider), queue.queueUrl);
+      // The cap is refreshes at once: invocations at once times each one's batch, refreshed side by side.
+      const shape = workerShape(props.caps[provider]);
       new lambda.EventSourceMapping(this, `${name}Worker`, {
         target: props.worker.function,
         eventSourceArn: queue.queueArn,
-        batchSize: WORKER_BATCH_SIZE,
-        maxConcurrency: props.caps[provider],
+        batchSize: shape.batchSize,
+        maxConcurrency: shape.invocations,
         reportBatchItemFailures: true,
       });
     }

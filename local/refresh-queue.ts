@@ -1,8 +1,9 @@
 /**
  * The refresh queues in process, for the local server and the bench: one queue
  * per CRM, each driving `refresh-worker` as an SQS event source mapping does,
- * with the same code: batches of up to `WORKER_BATCH_SIZE`, at most the CRM's
- * worker cap of invocations at once, partial batch failures delivered again
+ * with the same code and the same shape (workerShape): for a CRM's cap of
+ * refreshes at once, batches of up to its batch size and at most its number
+ * of invocations at once, partial batch failures delivered again
  * after the visibility timeout (scaled down locally) and dead-lettered after
  * `QUEUE_MAX_RECEIVE_COUNT` receives.
  */
@@ -16,7 +17,7 @@ import {
   MAX_WORKER_CAP,
   MIN_WORKER_CAP,
   QUEUE_MAX_RECEIVE_COUNT,
-  WORKER_BATCH_SIZE,
+  workerShape,
 } from '../manifest/refresh-queues.ts';
 import { integerIn } from '../manifest/functions.ts';
 
@@ -27,10 +28,11 @@ export interface WorkerAnswer {
 }
 
 export interface LocalQueueOptions {
-  /** Worker invocations at once per CRM (the event source mapping's maximum concurrency). */
+  /** Each CRM's cap: its refreshes at once, carried as invocations at once of batches (workerShape). */
   caps: Readonly<Record<ProviderId, number>>;
   /** Invokes the worker with an SQS event. */
   deliver: (event: SQSEvent) => Promise<WorkerAnswer>;
+  /** Smaller batches than the cap's shape gives (never larger). */
   batchSize?: number;
   /** Before a failed message is delivered again (SQS: the visibility timeout); default 1 s locally. */
   visibilityTimeoutMs?: number;
@@ -164,11 +166,12 @@ export class LocalRefreshQueue implements RefreshQueue {
   /** Starts worker invocations for `provider` while its cap allows and messages are visible. */
   private pump(provider: ProviderId): void {
     const queue = this.waiting.get(provider) ?? [];
-    const cap = this.options.caps[provider];
-    while (!this.closed && (this.running.get(provider) ?? 0) < cap) {
+    const shape = workerShape(this.options.caps[provider]);
+    const batchSize = Math.min(shape.batchSize, this.options.batchSize ?? shape.batchSize);
+    while (!this.closed && (this.running.get(provider) ?? 0) < shape.invocations) {
       const now = Date.now();
       const batch: Entry[] = [];
-      for (let i = 0; i < queue.length && batch.length < (this.options.batchSize ?? WORKER_BATCH_SIZE);) {
+      for (let i = 0; i < queue.length && batch.length < batchSize;) {
         const entry = queue[i] as Entry;
         if (entry.visibleAt <= now) {
           batch.push(entry);

@@ -282,18 +282,16 @@ export async function startLocalServer(options: LocalServerOptions = {}): Promis
     // One table client and one key for all functions, as one table and one KMS key serve them in AWS.
     const keyProvider = options.overrides?.keyProvider ?? createKeyProvider(loadConfig(env), env, observer);
     // The refresh queues in process, driving refresh-worker as SQS would, with each CRM's worker cap
-    // (REFRESH_WORKER_CAP_<CRM>), batches of LOCAL_QUEUE_BATCH_SIZE (default 10) and a visibility
+    // (REFRESH_WORKER_CAP_<CRM>, refreshes at once), batches of at most LOCAL_QUEUE_BATCH_SIZE (default:
+    // what the cap's shape allows, as deployed) and a visibility
     // timeout scaled down to LOCAL_QUEUE_VISIBILITY_MS (default 1 s).
     // The worker handler exists only once the handlers are built, below.
     const worker: { deliver?: (event: SQSEvent) => Promise<WorkerAnswer> } = {};
     const refreshQueue = new LocalRefreshQueue({
       caps: localWorkerCaps(env),
       visibilityTimeoutMs: Number(env.LOCAL_QUEUE_VISIBILITY_MS) || 1_000,
-      // SQS may hand a worker fewer than 10 messages; smaller batches show the cap at work sooner.
-      batchSize: Math.min(
-        WORKER_BATCH_SIZE,
-        Math.max(1, Number(env.LOCAL_QUEUE_BATCH_SIZE) || WORKER_BATCH_SIZE),
-      ),
+      // SQS may hand a worker fewer messages than its batch size; smaller batches show the cap at work sooner.
+      batchSize: Math.max(1, Number(env.LOCAL_QUEUE_BATCH_SIZE) || WORKER_BATCH_SIZE),
       deliver: (event) => (worker.deliver as NonNullable<typeof worker.deliver>)(event),
       onInvocationError: (err) => console.error('refresh worker failed', (err as Error).name),
     });

@@ -12,6 +12,7 @@ export {
   QUEUE_VISIBILITY_TIMEOUT_SECONDS,
   WORKER_BATCH_SIZE,
   WORKER_TIMEOUT_SECONDS,
+  workerShape,
 } from '../functions/core/domain/refresh-queue.ts';
 
 /** AWS's bounds of an SQS event source mapping's `ScalingConfig.MaximumConcurrency`. */
@@ -19,8 +20,9 @@ export const MIN_WORKER_CAP = 2;
 export const MAX_WORKER_CAP = 1000;
 
 /**
- * Refreshes in flight at once at each CRM's token endpoint (a worker handles
- * one message at a time, so this is also the number of concurrent workers).
+ * Refreshes in flight at once at each CRM's token endpoint: worker invocations
+ * at once times the messages each refreshes side by side (workerShape: Close's
+ * 100 is 10 invocations of 10, Copper's and Capsule's 4 are 2 of 2).
  * Each is at least 1.5x what 1,000,000 connections (a third per CRM) need in
  * flight (Little's law, at the model's 0.54 s mean refresh: a 300 ms median CRM
  * with a long tail); the refresh model (docs/performance-model.md) finds every

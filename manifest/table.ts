@@ -12,11 +12,13 @@
  * | connection      | `CONN#<connectionId>`   | `CONN`    | encrypted tokens, status, lease, version           |
  * | rate budget     | `RATE#<sha256(budget)>` | `RATE`    | one per CRM account: `tat`, learned limit, `ttl`   |
  * | key ring slot   | `KEYRING#<ref>#<purpose>#<crm>#<day>` | `KEYRING` | the day's KMS-wrapped intermediate key (kms/key-ring.ts), `ttl` |
+ * | dispatch cursor | `DISPATCH#<crm>#<shard>` | `DISPATCH` | how far the dispatcher got in one due partition, and which run holds it |
  *
  * Index `byOwner` (gsi1pk = `OWNER#<ownerId>`, gsi1sk = `CONN#<connectionId>`) lists an
- * owner's connections. Index `byDueTime` (duePk = `DUE#<shard>`, dueAt = epoch seconds)
- * is sparse: only connections the scheduler must visit carry `duePk`, spread over
- * `DUE_SHARDS` partitions so no partition runs hot.
+ * owner's connections. Index `byDueTime` (duePk = `DUE#<crm>#<shard>`, dueAt = epoch
+ * seconds) is sparse: only connections the scheduler must visit carry `duePk`, a
+ * partition per CRM spread over `DUE_SHARDS` shards so no partition runs hot (items
+ * stored before it had a partition per CRM sit in `DUE#<shard>` until their next write).
  */
 import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
 

@@ -93,7 +93,7 @@ export interface ConnectionStore {
   findDueAfter(
     provider: ProviderId,
     shard: number,
-    sinceSeconds: DispatchCursor,
+    sinceSeconds: number | undefined,
     nowSeconds: number,
     after: DueEntry | undefined,
     limit: number,
@@ -107,13 +107,13 @@ export interface ConnectionStore {
     runId: string,
     nowMs: number,
     untilMs: number,
-  ): Promise<{ held: true; through: DispatchCursor } | { held: false }>;
-  /** Saves the due time through which the run handed out all (and, with `release`, lets go); false if not held. */
+  ): Promise<{ held: true; cursor: DispatchCursor | undefined } | { held: false }>;
+  /** Saves where the run got to (and, with `release`, lets the partition go); false if no longer held. */
   moveDispatchCursor(
     provider: ProviderId,
     shard: number,
     runId: string,
-    through: DispatchCursor,
+    cursor: DispatchCursor | undefined,
     release: boolean,
   ): Promise<boolean>;
   /** Moves a connection's due time from `fromSeconds` to `toSeconds` if it is still that; true if it moved. */

@@ -9,10 +9,8 @@ import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { providerIds } from '../../manifest/functions.ts';
 import {
   CLAIM_WINDOW_SECONDS,
-  DEFAULT_WORKER_CAPS,
   QUEUE_MAX_RECEIVE_COUNT,
   QUEUE_VISIBILITY_TIMEOUT_SECONDS,
-  WORKER_BATCH_SIZE,
 } from '../../manifest/refresh-queues.ts';
 import { QUEUE_AGE_ALARM_SECONDS } from '../../infra/refresh-queues.ts';
 import { type Assembly, type Json, type Resource, loadAssembly, ofType, symbolize } from './support.ts';
@@ -85,8 +83,9 @@ describe.each(providerIds)('the %s refresh queue', (provider) => {
       {
         EventSourceArn: `Queue[refresh-${provider}].Arn`,
         FunctionName: 'Function[refresh-worker].Ref',
-        BatchSize: WORKER_BATCH_SIZE,
-        ScalingConfig: { MaximumConcurrency: DEFAULT_WORKER_CAPS[provider] },
+        // Refreshes at once = batch × invocations: Close 10 × 10 = 100, Copper and Capsule 2 × 2 = 4.
+        BatchSize: { copper: 2, capsule: 2, close: 10 }[provider],
+        ScalingConfig: { MaximumConcurrency: { copper: 2, capsule: 2, close: 10 }[provider] },
         FunctionResponseTypes: ['ReportBatchItemFailures'],
       },
     ]);

@@ -10,10 +10,13 @@ import {
   QUEUE_MAX_RECEIVE_COUNT,
   QUEUE_VISIBILITY_TIMEOUT_SECONDS,
   type QueueMessage,
+  WORKER_BATCH_SIZE,
   WORKER_MESSAGE_MAX_MS,
   WORKER_TIMEOUT_SECONDS,
   parseQueueMessage,
+  workerShape,
 } from '../../functions/core/domain/refresh-queue.ts';
+import { MAX_WORKER_CAP, MIN_WORKER_CAP } from '../../manifest/refresh-queues.ts';
 import { ANSWER_MARGIN_MS, AWS_CALL_MAX_MS, REFRESH_MAX_MS } from '../../functions/core/domain/timeline.ts';
 import { functionSettings } from '../../manifest/functions.ts';
 import { LocalRefreshQueue, type WorkerAnswer, localWorkerCaps } from '../../local/refresh-queue.ts';
@@ -58,7 +61,13 @@ describe('queue messages', () => {
     const pending = { kind: 'discard-pending', confirmationHash: 'h', provider: 'capsule', claimedUntil: 5 };
     expect(parseQueueMessage(JSON.stringify(pending))).toEqual(pending);
     // Sent by the claiming dispatcher before an upgrade, and still in a queue: its claim is its due time.
-    const claimed = { kind: 'refresh', connectionId: 'conn_2', provider: 'close', version: 3, claimedUntil: 9 };
+    const claimed = {
+      kind: 'refresh',
+      connectionId: 'conn_2',
+      provider: 'close',
+      version: 3,
+      claimedUntil: 9,
+    };
     expect(parseQueueMessage(JSON.stringify(claimed))).toEqual({
       kind: 'refresh',
       connectionId: 'conn_2',
@@ -80,7 +89,52 @@ describe('queue messages', () => {
   });
 });
 
+describe("a CRM's cap as worker invocations of batches", () => {
+  it('never more refreshes at once than the cap, at least the 2 invocations AWS allows, batches of at most 10', () => {
+    for (let cap = MIN_WORKER_CAP; cap <= MAX_WORKER_CAP; cap++) {
+      const { batchSize, invocations } = workerShape(cap);
+      expect(batchSize * invocations, `cap ${cap}`).toBeLessThanOrEqual(cap);
+      expect(invocations).toBeGreaterThanOrEqual(2);
+      expect(batchSize).toBeGreaterThanOrEqual(1);
+      expect(batchSize).toBeLessThanOrEqual(WORKER_BATCH_SIZE);
+      // Nothing of the cap is wasted that a batch or an invocation more could use.
+      expect(cap - batchSize * invocations, `cap ${cap}`).toBeLessThan(Math.max(batchSize, 2));
+    }
+    expect(workerShape(4)).toEqual({ batchSize: 2, invocations: 2 });
+    expect(workerShape(100)).toEqual({ batchSize: 10, invocations: 10 });
+    expect(workerShape(3)).toEqual({ batchSize: 1, invocations: 3 });
+    expect(workerShape(1000)).toEqual({ batchSize: 10, invocations: 100 });
+  });
+});
+
 describe('the local queue', () => {
+  it("refreshes no more messages at once than a CRM's cap, in batches side by side", async () => {
+    let inFlight = 0;
+    let peak = 0;
+    const sizes: number[] = [];
+    const queue = new LocalRefreshQueue({
+      caps: { copper: 2, capsule: 2, close: 4 },
+      deliver: async (event) => {
+        sizes.push(event.Records.length);
+        inFlight += event.Records.length;
+        peak = Math.max(peak, inFlight);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        inFlight -= event.Records.length;
+        return {
+          batchItemFailures: [],
+          outcomes: Object.fromEntries(event.Records.map((r) => [r.messageId, 'refreshed'])),
+        };
+      },
+    });
+    const mark = queue.mark();
+    await queue.send(Array.from({ length: 12 }, (_, i) => refresh(`c${i}`)));
+    expect(await queue.settled(mark)).toEqual({ refreshed: 12 });
+    expect(peak).toBe(4);
+    expect(queue.peakInvocations.get('close')).toBe(2);
+    expect(sizes).toEqual(Array(6).fill(2));
+    queue.close();
+  });
+
   it('never runs more worker invocations for a CRM than its cap, and runs the CRMs side by side', async () => {
     let running = 0;
     let peak = 0;
@@ -110,7 +164,8 @@ describe('the local queue', () => {
   it('delivers again only the messages a batch reports as failed, and dead-letters one after the last receive', async () => {
     const delivered: string[][] = [];
     const queue = new LocalRefreshQueue({
-      caps: { copper: 2, capsule: 2, close: 2 },
+      // Close: batches of up to 10, so the three go out together.
+      caps: { copper: 2, capsule: 2, close: 20 },
       visibilityTimeoutMs: 5,
       deliver: async (event): Promise<WorkerAnswer> => {
         delivered.push(idsOf(event));
@@ -140,7 +195,8 @@ describe('the local queue', () => {
   it('an invocation that fails as a whole fails every message of its batch', async () => {
     let calls = 0;
     const queue = new LocalRefreshQueue({
-      caps: { copper: 2, capsule: 2, close: 2 },
+      // Close: batches of 2.
+      caps: { copper: 2, capsule: 2, close: 4 },
       visibilityTimeoutMs: 5,
       deliver: async (event) => {
         if (++calls === 1) throw new Error('crashed');

@@ -133,7 +133,9 @@ export class Store {
           TableName: this.tableName,
           IndexName: DUE_INDEX,
           KeyConditionExpression:
-            from === undefined ? 'duePk = :pk AND dueAt <= :upTo' : 'duePk = :pk AND dueAt BETWEEN :from AND :upTo',
+            from === undefined
+              ? 'duePk = :pk AND dueAt <= :upTo'
+              : 'duePk = :pk AND dueAt BETWEEN :from AND :upTo',
           ExpressionAttributeValues: {
             ':pk': { S: duePk },
             ':upTo': { N: String(window.upToSeconds) },
@@ -160,7 +162,7 @@ export class Store {
   findDueAfter(
     provider: ProviderId,
     shard: number,
-    sinceSeconds: DispatchCursor,
+    sinceSeconds: number | undefined,
     nowSeconds: number,
     after: DueEntry | undefined,
     limit: number,
@@ -203,8 +205,8 @@ export class Store {
 
   /**
    * Takes one partition's dispatch cursor for run `runId` until `untilMs`
-   * unless another unexpired run holds it; answers the due time through which
-   * every entry was handed out (`held: false` when another run holds it). One conditional write, no read:
+   * unless another unexpired run holds it; answers where the last run got to
+   * (`held: false` when another run holds it). One conditional write, no read:
    * two overlapping runs never read the same partition, so never hand out
    * the same entry twice.
    */
@@ -214,7 +216,7 @@ export class Store {
     runId: string,
     nowMs: number,
     untilMs: number,
-  ): Promise<{ held: true; through: DispatchCursor } | { held: false }> {
+  ): Promise<{ held: true; cursor: DispatchCursor | undefined } | { held: false }> {
     const out = await unlessConditionFails(() =>
       this.db.send(
         new UpdateItemCommand({
@@ -229,25 +231,39 @@ export class Store {
       ),
     );
     if (!out) return { held: false };
-    const through = unmarshall(out.Attributes ?? {}).through;
-    return { held: true, through: typeof through === 'number' ? through : undefined };
+    const { through, afterId, afterDueAt } = unmarshall(out.Attributes ?? {});
+    if (typeof through !== 'number') return { held: true, cursor: undefined };
+    const after =
+      typeof afterId === 'string' && typeof afterDueAt === 'number'
+        ? { connectionId: afterId, dueAt: afterDueAt }
+        : undefined;
+    return { held: true, cursor: after ? { through, after } : { through } };
   }
 
   /**
-   * Moves run `runId`'s cursor on to `through` (every entry due by then was
-   * handed out) and, with `release`, lets the partition go. False when the run
-   * no longer holds it (it overran its hold): the next run then starts from
-   * the last position saved, and hands out again only entries a worker skips.
+   * Saves run `runId`'s position in the partition and, with `release`, lets
+   * the partition go. False when the run no longer holds it (it overran its
+   * hold): the next run then starts from the last position saved, and hands
+   * out again only entries a worker skips.
    */
   async moveDispatchCursor(
     provider: ProviderId,
     shard: number,
     runId: string,
-    through: DispatchCursor,
+    cursor: DispatchCursor | undefined,
     release: boolean,
   ): Promise<boolean> {
-    const set = through === undefined ? [] : ['through = :through'];
-    const expression = [set.length ? `SET ${set.join(', ')}` : '', release ? 'REMOVE heldUntil' : '']
+    const set = cursor
+      ? ['through = :through', ...(cursor.after ? ['afterId = :id', 'afterDueAt = :due'] : [])]
+      : [];
+    const remove = [
+      ...(cursor && !cursor.after ? ['afterId', 'afterDueAt'] : []),
+      ...(release ? ['heldUntil'] : []),
+    ];
+    const expression = [
+      set.length ? `SET ${set.join(', ')}` : '',
+      remove.length ? `REMOVE ${remove.join(', ')}` : '',
+    ]
       .filter(Boolean)
       .join(' ');
     if (!expression) return true;
@@ -260,7 +276,8 @@ export class Store {
           ConditionExpression: 'runId = :run',
           ExpressionAttributeValues: marshall({
             ':run': runId,
-            ...(through === undefined ? {} : { ':through': through }),
+            ...(cursor ? { ':through': cursor.through } : {}),
+            ...(cursor?.after ? { ':id': cursor.after.connectionId, ':due': cursor.after.dueAt } : {}),
           }),
         }),
       ),

@@ -78,10 +78,14 @@ export interface DueEntry {
 }
 
 /**
- * Where the dispatcher got to in one partition of the due index: the due time
- * (epoch s) through which every entry was handed out; undefined before the first run.
+ * Where the dispatcher got to in one partition of the due index: every entry
+ * due through `through` (epoch s) was handed out, and of the second after it
+ * every entry up to `after`, when a run stopped within that second.
  */
-export type DispatchCursor = number | undefined;
+export interface DispatchCursor {
+  through: number;
+  after?: DueEntry;
+}
 
 /**
  * A finished connect flow waiting for the app to confirm who connected

@@ -8,8 +8,25 @@
 import { ANSWER_MARGIN_MS, AWS_CALL_MAX_MS, REFRESH_MAX_MS } from './timeline.ts';
 import { type ProviderId, isProviderId } from './providers.ts';
 
-/** Messages a worker invocation takes at once (SQS allows 10); it handles them one at a time. */
+/** The most messages a worker invocation takes (SQS allows 10); it refreshes them side by side. */
 export const WORKER_BATCH_SIZE = 10;
+
+/** AWS's least `MaximumConcurrency` of an SQS event source mapping. */
+export const MIN_WORKER_INVOCATIONS = 2;
+
+/**
+ * How a CRM's cap (refreshes in flight at once at its token endpoint) is
+ * carried: `invocations` worker invocations at once (the event source
+ * mapping's maximum concurrency), each refreshing its batch of up to
+ * `batchSize` messages side by side, so never more than
+ * `batchSize × invocations ≤ cap` at once. Batches as large as the cap allows
+ * with AWS's least concurrency of 2: a worker waiting on ten CRM answers at
+ * once is billed once for the wait, not ten times (docs/costs.md).
+ */
+export function workerShape(cap: number): { batchSize: number; invocations: number } {
+  const batchSize = Math.max(1, Math.min(WORKER_BATCH_SIZE, Math.floor(cap / MIN_WORKER_INVOCATIONS)));
+  return { batchSize, invocations: Math.max(MIN_WORKER_INVOCATIONS, Math.floor(cap / batchSize)) };
+}
 
 /**
  * What one message may take at worst: reading its connection, a whole refresh
@@ -20,8 +37,9 @@ export const WORKER_MESSAGE_MAX_MS = AWS_CALL_MAX_MS + REFRESH_MAX_MS + AWS_CALL
 
 /**
  * The worker's timeout: two worst-case messages and the answer margin, rounded
- * up to 10 s, so a batch of ordinary refreshes (well under a second each) can
- * still start a worst-case one half-way through instead of giving it back.
+ * up to 10 s. A batch's messages start together, so this leaves a whole
+ * worst-case message to spare: a worker given a batch late in a slow
+ * invocation still starts it rather than giving it back.
  */
 export const WORKER_TIMEOUT_SECONDS = Math.ceil((2 * WORKER_MESSAGE_MAX_MS + ANSWER_MARGIN_MS) / 10_000) * 10;
 

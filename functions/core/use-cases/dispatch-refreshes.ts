@@ -150,20 +150,15 @@ async function dispatchPartition(
     summary.partitionsBusy++;
     return;
   }
-  const since = taken.through;
+  const since = taken.cursor;
   const upTo = run.nowSeconds - 1;
-  let through = since;
-  let last: DueEntry | undefined;
+  let position = since;
+  // Where reading resumes: within a second a run stopped in, exactly after its last entry sent.
+  let last = since?.after;
   let sentAll = false;
   while (run.budget > 0 && run.timeLeft()) {
-    const page = await deps.store.findDueAfter(
-      provider,
-      shard,
-      since,
-      upTo,
-      last,
-      Math.min(PAGE, run.budget),
-    );
+    const want = Math.min(PAGE, run.budget);
+    const page = await deps.store.findDueAfter(provider, shard, since?.through, upTo, last, want);
     // Partitions are read side by side: the run's limit is spent on what is sent, never exceeded.
     const sending = page.entries.slice(0, Math.max(0, run.budget));
     run.budget -= sending.length;
@@ -182,23 +177,22 @@ async function dispatchPartition(
     }
     last = sending.at(-1);
     if (!last) break;
-    // Everything due before the last entry's second is out; that second may hold more (a run that
-    // stops here leaves them to the next, which sends that second again: its workers skip the repeats).
-    through = Math.max(through ?? 0, last.dueAt - 1);
+    // Everything due before the last entry's second is out, and of that second everything up to it.
+    position = { through: last.dueAt - 1, after: last };
     if (sending.length < page.entries.length) break;
     if (run.budget > 0 && run.timeLeft()) {
-      const saved = await deps.store.moveDispatchCursor(provider, shard, run.runId, through, false);
+      const saved = await deps.store.moveDispatchCursor(provider, shard, run.runId, position, false);
       if (!saved) return overran(deps);
     }
   }
-  if (sentAll) through = Math.max(through ?? 0, upTo);
+  if (sentAll) position = { through: Math.max(since?.through ?? 0, upTo) };
   else summary.deferred++;
-  if (since !== undefined) await requeueOverdue(deps, provider, shard, since, run, summary);
+  if (since) await requeueOverdue(deps, provider, shard, since.through, run, summary);
   const released = await deps.store.moveDispatchCursor(
     provider,
     shard,
     run.runId,
-    through === since ? undefined : through,
+    position === since ? undefined : position,
     true,
   );
   if (!released) overran(deps);

@@ -1,7 +1,7 @@
 /**
- * What a refresh worker does with the messages its CRM's queue hands it, one
- * at a time (so a CRM never sees more refreshes at once than its queue's
- * worker cap): a refresh of a connection the dispatcher handed out, under the
+ * What a refresh worker does with the batch its CRM's queue hands it, every
+ * message side by side (the queue's batch size times its worker invocations
+ * is the CRM's cap, so a CRM never sees more refreshes at once; workerShape): a refresh of a connection the dispatcher handed out, under the
  * refresh lease (refresh-connection.ts), or the discarding of a connect result
  * nobody confirmed. A message is acted on only while the item is still due
  * when the dispatcher saw it; deleted, reconnected, refreshed or re-sent
@@ -34,33 +34,34 @@ export interface QueuedMessage {
 }
 
 /**
- * Handles a batch in order; answers each message's outcome. `deadline` (epoch
- * ms, the function's) decides only whether a message is *started*: one that
- * no longer fits is given back to the dispatcher (its claim released), never
- * cut short.
+ * Handles a batch, its messages side by side; answers each message's outcome,
+ * in the batch's order. `deadline` (epoch ms, the function's) decides only
+ * whether a message is *started*: one that no longer fits is given back to the
+ * dispatcher, never cut short.
  */
 export async function handleQueuedMessages(
   deps: Deps,
   messages: readonly QueuedMessage[],
   deadline?: number,
 ): Promise<Map<string, MessageOutcome>> {
-  const outcomes = new Map<string, MessageOutcome>();
-  for (const queued of messages) {
-    const message = parseQueueMessage(queued.body);
-    let outcome: MessageOutcome;
-    if (!message) {
-      // Not ours or malformed: back to SQS, which dead-letters it for an operator to look at.
-      deps.logger.error('refresh queue message not understood', { messageId: queued.id });
-      outcome = 'retry';
-    } else if (deadline !== undefined && deps.now() + WORKER_MESSAGE_MAX_MS > deadline) {
-      outcome = await giveBack(deps, message);
-    } else {
-      outcome = await handle(deps, message, deadline);
-    }
-    outcomes.set(queued.id, outcome);
-    count(deps, outcome);
+  const outcomes = await Promise.all(messages.map((queued) => handleOne(deps, queued, deadline)));
+  return new Map(messages.map((queued, i) => [queued.id, outcomes[i] as MessageOutcome]));
+}
+
+async function handleOne(deps: Deps, queued: QueuedMessage, deadline: number | undefined) {
+  const message = parseQueueMessage(queued.body);
+  let outcome: MessageOutcome;
+  if (!message) {
+    // Not ours or malformed: back to SQS, which dead-letters it for an operator to look at.
+    deps.logger.error('refresh queue message not understood', { messageId: queued.id });
+    outcome = 'retry';
+  } else if (deadline !== undefined && deps.now() + WORKER_MESSAGE_MAX_MS > deadline) {
+    outcome = await giveBack(deps, message);
+  } else {
+    outcome = await handle(deps, message, deadline);
   }
-  return outcomes;
+  count(deps, outcome);
+  return outcome;
 }
 
 async function handle(
