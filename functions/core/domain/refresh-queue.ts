@@ -25,7 +25,9 @@ export const MIN_WORKER_INVOCATIONS = 2;
  */
 export function workerShape(cap: number): { batchSize: number; invocations: number } {
   const batchSize = Math.max(1, Math.min(WORKER_BATCH_SIZE, Math.floor(cap / MIN_WORKER_INVOCATIONS)));
-  return { batchSize, invocations: Math.max(MIN_WORKER_INVOCATIONS, Math.floor(cap / batchSize)) };
+  // (A cap of 1, which only the local queue and the bench take, stays 1.)
+  const least = Math.min(cap, MIN_WORKER_INVOCATIONS);
+  return { batchSize, invocations: Math.max(least, Math.floor(cap / batchSize)) };
 }
 
 /**
