@@ -40,6 +40,7 @@ import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Context, SQSEvent } from 'aws-lambda';
 import { awsClientOptions } from '../functions/adapters/aws-clients.ts';
 import { duePkOf, keys } from '../functions/adapters/dynamodb/keys.ts';
+import { packTokens, unpackTokens } from '../functions/adapters/dynamodb/token-attribute.ts';
 import { MemoryEventLog } from '../functions/adapters/eventbridge/events.ts';
 import { createLogger } from '../functions/adapters/lambda/logger.ts';
 import { type BrokerDeps, depsFor } from '../functions/adapters/lambda/wiring.ts';
@@ -156,10 +157,13 @@ async function seed(
       account: { id: `orga_${i}`, name: 'Acme', userEmail: isDue ? `user-${i}@example.com` : null },
       status: 'active',
       // Never read unless due: the others are what a table of idle connections looks like to the index.
+      // The due ones packed, as the store writes them (token-attribute.ts).
       tokens: isDue
-        ? await deps.envelope.encrypt(
-            JSON.stringify({ accessToken: 'a', refreshToken: `r-${i}` }),
-            tokenContext(ctx),
+        ? packTokens(
+            await deps.envelope.encrypt(
+              JSON.stringify({ accessToken: 'a', refreshToken: `r-${i}` }),
+              tokenContext(ctx),
+            ),
           )
         : 'v1.local.unused.unused',
       expiresAt,
@@ -201,16 +205,21 @@ async function seed(
   return due;
 }
 
-/** A connection item as it would be with a wrapped intermediate key of `bytes` (v2 tokens only). */
+/** The envelope text of an item's tokens: stored packed (Binary), or as text (items written before). */
+const tokensText = (item: Item) => (item.tokens?.B ? unpackTokens(item.tokens.B) : item.tokens?.S);
+
+/** A connection item as it would be with a wrapped intermediate key of `bytes` (v2 tokens only), in the form stored. */
 function withWrappedKey(item: Item, bytes: number): Item {
-  const parts = item.tokens?.S?.split('.');
+  const parts = tokensText(item)?.split('.');
   // v2.<ref>.<slot>.<wrapped key>.<salt>.<iv|tag|ciphertext> (functions/adapters/kms/envelope.ts)
   if (!parts || parts[0] !== 'v2' || parts.length !== 6) return item;
   parts[3] = Buffer.alloc(bytes).toString('base64url');
-  return { ...item, tokens: { S: parts.join('.') } };
+  const text = parts.join('.');
+  return { ...item, tokens: item.tokens?.B ? { B: packTokens(text) } : { S: text } };
 }
 
-const wrappedKeyBytes = (item: Item) => Buffer.from(item.tokens?.S?.split('.')[3] ?? '', 'base64url').length;
+const wrappedKeyBytes = (item: Item) =>
+  Buffer.from(tokensText(item)?.split('.')[3] ?? '', 'base64url').length;
 
 /** Where a metered command's units belong: a refresh's three writes, its reads, or another item's. */
 type Phase = 'dispatcher' | 'lease' | 'result' | 'failed' | 'read' | 'other';
@@ -284,7 +293,7 @@ export interface CapacityResult {
   reportedVsRules: string[];
   /** Commands DynamoDB Local reports nothing for though DynamoDB bills them: their units are by the rules alone. */
   unreported: { failedWrites: number; emptyPages: number; units: number };
-  connectionItem: { bytes: number; wrappedKeyBytes: number; bytesWithKmsKey: number };
+  connectionItem: { bytes: number; wrappedKeyBytes: number; bytesWithKmsKey: number; tokensPacked: boolean };
 }
 
 /**
@@ -444,8 +453,9 @@ function summarizeCapacity(
           bytes: largest.bytes,
           wrappedKeyBytes: wrappedKeyBytes(largest.item),
           bytesWithKmsKey: itemSize(withWrappedKey(largest.item, KMS_WRAPPED_KEY_BYTES)),
+          tokensPacked: largest.item.tokens?.B !== undefined,
         }
-      : { bytes: NaN, wrappedKeyBytes: NaN, bytesWithKmsKey: NaN },
+      : { bytes: NaN, wrappedKeyBytes: NaN, bytesWithKmsKey: NaN, tokensPacked: false },
   };
 }
 
@@ -765,12 +775,13 @@ function print(r: PipelineResult, printTable: (title: string, rows: Row[]) => vo
 }
 
 /**
- * How far an item is from the next write unit, in bytes and in token characters: the tokens are
- * encrypted and stored as base64url, so each character of plaintext takes 4/3 of a byte.
+ * How far an item is from the next write unit, in bytes and in token characters: each character of
+ * plaintext is a byte of ciphertext, stored as it is when packed (Binary), as 4/3 of a byte as base64url text.
  */
-function headroom(bytes: number): string {
+function headroom(bytes: number, packed: boolean): string {
   const left = Math.ceil(bytes / 1024) * 1024 - bytes;
-  return ` (${left} bytes, ~${Math.floor((left * 3) / 4)} token characters, from the next)`;
+  const characters = packed ? left : Math.floor((left * 3) / 4);
+  return ` (${left} bytes, ~${characters} token characters, from the next)`;
 }
 
 /** 3c's DynamoDB rows: units per refresh against docs/costs.md (COSTS_MD_PER_REFRESH), and the item size. */
@@ -792,7 +803,10 @@ function capacityRows(c: CapacityResult): Row[] {
       target: `<= ${docs.writeUnits} (docs/costs.md)`,
       verdict: verdict(c.refreshed > 0 && p.writeUnits <= docs.writeUnits),
     },
-    phase('dispatcher', `${docs.dispatcherWriteUnits} (docs/costs.md: no write per connection, cursors per run)`),
+    phase(
+      'dispatcher',
+      `${docs.dispatcherWriteUnits} (docs/costs.md: no write per connection, cursors per run)`,
+    ),
     phase('lease', `${docs.leaseWriteUnits} (docs/costs.md)`),
     phase('result', `${docs.resultWriteUnits} (docs/costs.md: 1 + byOwner 1 + byDueTime 2)`),
     ...(totalUnits(p.byPhase.failed) + totalUnits(p.byPhase.other) > 0
@@ -821,7 +835,7 @@ function capacityRows(c: CapacityResult): Row[] {
     })),
     {
       figure: 'largest connection item (DynamoDB item size)',
-      measured: `${item.bytes} bytes (${item.wrappedKeyBytes}-byte local wrapped key) = ${tableWriteUnits(item.bytes)} write unit(s); ${item.bytesWithKmsKey} bytes with a ${KMS_WRAPPED_KEY_BYTES}-byte KMS one = ${tableWriteUnits(item.bytesWithKmsKey)}${headroom(item.bytesWithKmsKey)}`,
+      measured: `${item.bytes} bytes (${item.wrappedKeyBytes}-byte local wrapped key, tokens ${item.tokensPacked ? 'packed' : 'as text'}) = ${tableWriteUnits(item.bytes)} write unit(s); ${item.bytesWithKmsKey} bytes with a ${KMS_WRAPPED_KEY_BYTES}-byte KMS one = ${tableWriteUnits(item.bytesWithKmsKey)}${headroom(item.bytesWithKmsKey, item.tokensPacked)}`,
       target: `under ${docs.itemBytes.toLocaleString('en')} bytes with the KMS key (1 write unit a table write, as docs/costs.md counts)`,
       verdict: verdict(item.bytesWithKmsKey < docs.itemBytes),
     },

@@ -4,13 +4,15 @@
  * encryption with KMS (security.md row 13), the data-key cache, KMS faults,
  * and the state's one conditional delete under concurrency (row 3).
  */
-import { GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { type AttributeValue, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packTokens, unpackTokens } from '../../functions/adapters/dynamodb/token-attribute.ts';
 import { Browser } from '../support/browser.ts';
 import { type DynamoDbLocal, startDynamoDbLocal } from '../support/dynamodb-local.ts';
 import { connect, returnToOf } from '../support/flows.ts';
 import { type KmsDouble, startKmsDouble } from '../support/kms-double.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
+import { storedItemsText } from '../support/stored-items.ts';
 
 let ddb: DynamoDbLocal;
 let kms: KmsDouble;
@@ -42,12 +44,16 @@ describe('connect flow on DynamoDB Local with KMS', () => {
 
   it('stores only KMS envelopes: no token in plaintext anywhere in the table', async () => {
     const items = await broker.scan();
-    const dump = JSON.stringify(items);
+    const dump = storedItemsText(items);
     for (const connectionId of Object.values(ids)) {
       const token = (await broker.invoke('token-fetch', { connectionId })) as { value: any };
       expect(dump).not.toContain(token.value.accessToken);
-      const item = items.find((i) => i.pk === `CONN#${connectionId}`);
-      expect(String(item?.tokens)).toMatch(/^v2\.kms\./);
+      // A v2 KMS envelope, packed into Binary.
+      const stored = items.find((i) => i.pk === `CONN#${connectionId}`)?.tokens;
+      expect(stored).toBeInstanceOf(Uint8Array);
+      const envelope = unpackTokens(stored as Uint8Array);
+      expect(envelope).toMatch(/^v2\.kms\./);
+      expect(Buffer.from(stored as Uint8Array)).toEqual(Buffer.from(packTokens(envelope)));
     }
   });
 
@@ -71,12 +77,14 @@ describe("row 13: a ciphertext moved to another connection's item", () => {
     const source = await broker.server.dynamo.send(
       new GetItemCommand({ TableName: table, Key: { pk: { S: `CONN#${from}` }, sk: { S: 'CONN' } } }),
     );
+    // Copied as stored (Binary), so the copy is the ciphertext itself, not a re-encoding of it.
+    expect(source.Item?.tokens?.B).toBeInstanceOf(Uint8Array);
     await broker.server.dynamo.send(
       new UpdateItemCommand({
         TableName: table,
         Key: { pk: { S: `CONN#${to}` }, sk: { S: 'CONN' } },
         UpdateExpression: 'SET tokens = :t',
-        ExpressionAttributeValues: { ':t': source.Item?.tokens as { S: string } },
+        ExpressionAttributeValues: { ':t': source.Item?.tokens as AttributeValue },
       }),
     );
     const out = await broker.invoke('token-fetch', { connectionId: to });

@@ -5,6 +5,7 @@
  * issued, so each test can check which grants still live at the CRM.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { unpackTokens } from '../../functions/adapters/dynamodb/token-attribute.ts';
 import { PENDING_TTL_MS } from '../../functions/core/domain/timeline.ts';
 import { Browser } from '../support/browser.ts';
 import type { FaultProxy } from '../support/fault-proxy.ts';
@@ -13,6 +14,7 @@ import { returnToOf } from '../support/flows.ts';
 import type { TestBroker } from '../support/local-broker.ts';
 import type { OidcCrm } from '../support/oidc-crm.ts';
 import { type ProxiedCrm, startProxiedCrm } from '../support/proxied-crm.ts';
+import { storedItemsText } from '../support/stored-items.ts';
 
 let setup: ProxiedCrm;
 let crm: OidcCrm;
@@ -69,7 +71,11 @@ describe('connect confirmation (row 21)', () => {
     expect(await connectionsOf('owner-pending')).toEqual([]);
     // The pending tokens are encrypted like any others: no plaintext token in any item.
     const { accessTokens } = issued(proxy);
-    expect(JSON.stringify(await broker.scan())).not.toContain(accessTokens[0] as string);
+    const items = await broker.scan();
+    expect(storedItemsText(items)).not.toContain(accessTokens[0] as string);
+    const pending = items.find((i) => String(i.pk).startsWith('PENDING#') && i.ownerId === 'owner-pending');
+    expect(pending?.tokens).toBeInstanceOf(Uint8Array);
+    expect(unpackTokens(pending?.tokens as Uint8Array)).toMatch(/^v2\.local\./);
   });
 
   it("the session's owner confirms: the connection is active and its token works; the code is single-use", async () => {

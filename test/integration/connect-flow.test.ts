@@ -4,9 +4,11 @@
  * and `@aws-sdk/client-lambda` fetches the token at the local Invoke API.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packTokens, unpackTokens } from '../../functions/adapters/dynamodb/token-attribute.ts';
 import { Browser } from '../support/browser.ts';
 import { connect as connectFlow, consent, returnToOf, startConnect } from '../support/flows.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
+import { storedItemsText } from '../support/stored-items.ts';
 
 let broker: TestBroker;
 
@@ -131,13 +133,16 @@ describe('stored items', () => {
       const fetched = await broker.invoke('token-fetch', { connectionId: c.connectionId });
       const accessToken = (fetched as { value: any }).value.accessToken as string;
       expect(accessToken.length).toBeGreaterThan(8);
-      const dump = JSON.stringify(items);
+      const dump = storedItemsText(items);
       expect(dump).not.toContain(accessToken);
     }
-    // And nothing named like a token holds anything but ciphertext.
+    // And nothing named like a token holds anything but ciphertext: a v2 envelope, packed into Binary.
     for (const c of connections) {
       expect(Object.keys(c).filter((k) => /token/i.test(k))).toEqual(['tokens']);
-      expect(String(c.tokens)).toMatch(/^v2\.local\./);
+      expect(c.tokens).toBeInstanceOf(Uint8Array);
+      const envelope = unpackTokens(c.tokens as Uint8Array);
+      expect(envelope).toMatch(/^v2\.local\./);
+      expect(Buffer.from(c.tokens as Uint8Array)).toEqual(Buffer.from(packTokens(envelope)));
     }
   });
 });

@@ -10,10 +10,12 @@
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packTokens } from '../../functions/adapters/dynamodb/token-attribute.ts';
 import { decryptTokens } from '../../functions/core/use-cases/fetch-token.ts';
 import type { Page } from '../support/browser.ts';
 import { connect } from '../support/flows.ts';
 import { type TestBroker, startTestBroker } from '../support/local-broker.ts';
+import { storedItemsText } from '../support/stored-items.ts';
 
 let broker: TestBroker;
 const logLines: string[] = [];
@@ -135,10 +137,16 @@ describe('leak canary', () => {
     ].filter((c) => c.length >= 16);
     expect(canaries.length).toBeGreaterThan(20);
 
+    // Stored items hold tokens in Binary: searched as their bytes and their envelope text, which would show
+    // a plaintext token held there (JSON.stringify alone writes a Uint8Array as numbers).
+    const canary = canaries[0] as string;
+    expect(storedItemsText([{ tokens: packTokens(JSON.stringify({ accessToken: canary })) }])).toContain(
+      canary,
+    );
     const haystacks: [string, string][] = [
       ['logs', logLines.join('\n')],
       ['events', JSON.stringify(broker.server.events.events)],
-      ['stored items', JSON.stringify(await broker.scan())],
+      ['stored items', storedItemsText(await broker.scan())],
     ];
     // The CRM's answers go back to the caller as they are; no token of ours is in them.
     const answersText = JSON.stringify(crmAnswers);

@@ -412,7 +412,9 @@ describe('refresh: the token write after a successful refresh', () => {
       connectionId: id,
     });
     const after = await item(id);
-    expect(after.tokens).toBe(before.tokens);
+    // The raw attribute, byte for byte (Binary: the packed envelope).
+    expect(before.tokens).toBeInstanceOf(Uint8Array);
+    expect(after.tokens).toStrictEqual(before.tokens);
     expect(after.status).toBe('active');
     expect(after.leaseOwner).toBeUndefined();
   });

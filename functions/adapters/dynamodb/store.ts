@@ -35,6 +35,7 @@ export type {
 } from '../../core/domain/records.ts';
 import { DUE_INDEX, DUE_SHARDS, OWNER_INDEX, TTL_ATTRIBUTE } from '../../../manifest/table.ts';
 import { duePkOf, keys } from './keys.ts';
+import { packTokens, unpackTokens } from './token-attribute.ts';
 
 const epochSeconds = (ms: number): number => Math.ceil(ms / 1000);
 
@@ -70,6 +71,24 @@ function withDuePartition<T extends { dueAt?: number | undefined }>(
     duePk: fields.dueAt === undefined ? undefined : duePkOf(connection.connectionId, connection.provider),
   };
 }
+
+/**
+ * `tokens` as written: packed into Binary (token-attribute.ts), about a quarter
+ * smaller than the envelope's text, so an item stays within one write unit.
+ */
+function withPackedTokens<T extends { tokens?: string | undefined }>(
+  fields: T,
+): Omit<T, 'tokens'> & { tokens?: Uint8Array | undefined } {
+  if (typeof fields.tokens !== 'string') return fields as Omit<T, 'tokens'> & { tokens?: undefined };
+  return { ...fields, tokens: packTokens(fields.tokens) };
+}
+
+/**
+ * `tokens` as read: Binary unpacked; a String (items written before the binary
+ * form, until their next token write) as it is.
+ */
+const storedTokensText = ({ tokens }: Record<string, unknown>): { tokens?: unknown } =>
+  tokens instanceof Uint8Array ? { tokens: unpackTokens(tokens) } : {};
 
 /** Builds `SET a = :a, ...` / `REMOVE ...` from plain values; undefined means REMOVE. */
 function updateExpression(values: Record<string, unknown>, extraSet: string[] = []) {
@@ -365,7 +384,7 @@ export class Store {
         Item: marshall(
           {
             ...keys.pending(pending.confirmationHash),
-            ...pending,
+            ...withPackedTokens(pending),
             duePk: keys.pendingDuePk,
             dueAt: Math.ceil(pending.expiresAt / 1000),
             [TTL_ATTRIBUTE]: epochSeconds(pending.expiresAt) + 86_400,
@@ -404,7 +423,7 @@ export class Store {
         [TTL_ATTRIBUTE]: _t,
         ...rest
       } = unmarshall(out.Attributes);
-      return rest as PendingRecord;
+      return { ...rest, ...storedTokensText(rest) } as PendingRecord;
     });
   }
 
@@ -622,7 +641,7 @@ export class Store {
     const { createdAt: _c, version: _v, leaseOwner: _o, leaseUntil: _u, ...fields } = given;
     const update = updateExpression(
       {
-        ...withDuePartition(record, fields),
+        ...withDuePartition(record, withPackedTokens(fields)),
         connectionId,
         gsi1pk: keys.ownerPk(record.ownerId),
         gsi1sk: `CONN#${connectionId}`,
@@ -667,7 +686,7 @@ export class Store {
   ): Promise<ConnectionRecord | undefined> {
     const { connectionId } = connection;
     const update = updateExpression(
-      withDuePartition(connection, fields),
+      withDuePartition(connection, withPackedTokens(fields)),
       condition.bumpVersion ? ['version = version + :one'] : [],
     );
     const conditions = ['attribute_exists(pk)'];
@@ -790,5 +809,6 @@ function toConnection(item: Record<string, unknown>): ConnectionRecord {
     expiresAt: null,
     refreshFailures: 0,
     ...rest,
+    ...storedTokensText(rest),
   } as ConnectionRecord;
 }
