@@ -12,6 +12,7 @@ import {
   type ModelRun,
   histValue,
   meanLatencyMs,
+  meanMaxLatencyMs,
 } from './model.ts';
 
 export interface Spread {
@@ -65,17 +66,34 @@ function spreadWhere(
   return spread(rows, 0, minutes, hist === 'age' ? (m) => maxima[m] ?? 0 : undefined);
 }
 
-export interface CrmNeed {
+/** What Little's law says a CRM's workers need in steady state, with full batches. */
+export interface Need {
+  /** Messages per invocation (the cap's shape). */
+  batchSize: number;
+  /**
+   * Mean time of one invocation, s: side by side, the batch's overhead, the broker's work and the
+   * expected slowest of `batchSize` CRM latencies; one after another, `batchSize` whole refreshes.
+   */
+  invocationSeconds: number;
+  /** Invocations busy on average: (refreshes a second / batch size) x invocation time. */
+  invocations: number;
+  /** The cap that carries them: invocations x the messages each has in flight (its batch side by side, else 1). */
+  cap: number;
+}
+
+export interface CrmNeed extends Need {
   crm: CrmId;
   /** Refreshes (or health checks) per second in steady state. */
   perSecond: number;
-  /** Mean time one invocation spends per message, s (broker overhead + mean CRM latency + its share of the batch). */
-  serviceSeconds: number;
-  /** Little's law: invocations busy on average = rate x service time. */
-  needed: number;
-  cap: number;
+  /** The CRM's cap (refreshes at once) and the invocations at once it is carried by. */
+  deployedCap: number;
+  deployedInvocations: number;
   /** Average busy invocations the model measured outside the outage. */
   measuredBusy: number;
+  /** Average messages worked at once, measured outside the outage (Little's law on one refresh's time). */
+  measuredInFlight: number;
+  /** Most messages worked at once in the whole run. */
+  peakInFlight: number;
 }
 
 export interface CrmSummary {
@@ -136,10 +154,45 @@ const sum = (a: Float64Array, from = 0, to = a.length) => {
   return s;
 };
 
-/** Mean invocation time per message for a CRM's steady state, s. */
-export function serviceSeconds(params: ModelParams): number {
+const maxLatencyMemo = new Map<string, number>();
+
+/** `meanMaxLatencyMs`, remembered: sizing asks for the same few batch sizes again and again. */
+function meanMaxLatency(params: ModelParams, n: number): number {
+  const key = `${JSON.stringify(params.latency)} ${n}`;
+  let ms = maxLatencyMemo.get(key);
+  if (ms === undefined) {
+    ms = meanMaxLatencyMs(params.latency, n);
+    maxLatencyMemo.set(key, ms);
+  }
+  return ms;
+}
+
+/** Little's law for `perSecond` refreshes in batches of `batchSize`. */
+export function littleNeed(params: ModelParams, batchSize: number, perSecond: number): Need {
   const w = params.worker;
-  return (w.overheadMs + meanLatencyMs(params.latency) + w.batchOverheadMs / w.batchSize) / 1000;
+  const parallel = w.batchMode === 'parallel';
+  // Side by side the invocation lasts as long as its slowest message; one after another, all of them.
+  const invocationMs = parallel
+    ? w.batchOverheadMs + w.overheadMs + meanMaxLatency(params, batchSize)
+    : w.batchOverheadMs + batchSize * (w.overheadMs + meanLatencyMs(params.latency));
+  const invocations = (perSecond / batchSize) * (invocationMs / 1000);
+  return {
+    batchSize,
+    invocationSeconds: invocationMs / 1000,
+    invocations,
+    cap: invocations * (parallel ? batchSize : 1),
+  };
+}
+
+/** A CRM's cap as the model runs it: batch size and invocations at once. */
+export function shapeOf(params: ModelParams, crm: ModelParams['crms'][number]) {
+  return params.worker.shape(crm.cap);
+}
+
+/** Little's law for one CRM at its steady rate, in the batches its cap gives. */
+export function crmNeed(params: ModelParams, crm: ModelParams['crms'][number], connections: number) {
+  const perSecond = ratePerSecond(params, crm, connections);
+  return { perSecond, ...littleNeed(params, shapeOf(params, crm).batchSize, perSecond) };
 }
 
 /** Steady-state refreshes per second for one CRM: its connections over its refresh period. */
@@ -214,7 +267,6 @@ export function summarize(run: ModelRun): RunSummary {
       };
     }
   }
-  const service = serviceSeconds(params);
   let onTime = 0;
   let counted = 0;
   const crms = run.crms.map((c): CrmSummary => {
@@ -225,6 +277,7 @@ export function summarize(run: ModelRun): RunSummary {
     let ok = 0;
     let late = 0;
     let busy = 0;
+    let work = 0;
     let busyMinutes = 0;
     for (let m = 0; m < run.minutes; m++) {
       if (outsideDue(m)) {
@@ -233,6 +286,7 @@ export function summarize(run: ModelRun): RunSummary {
       }
       if (outsideAge(m)) {
         busy += c.minute.busySeconds[m] as number;
+        work += c.minute.workSeconds[m] as number;
         busyMinutes++;
       }
     }
@@ -241,7 +295,7 @@ export function summarize(run: ModelRun): RunSummary {
       onTime += ok;
       counted += ok + late;
     }
-    const perSecond = ratePerSecond(params, crm, c.connections);
+    const need = crmNeed(params, crm, c.connections);
     return {
       crm: c.id,
       connections: c.connections,
@@ -252,11 +306,12 @@ export function summarize(run: ModelRun): RunSummary {
       delay: spreadWhere(c, 'delay', outsideDue, minutes),
       need: {
         crm: c.id,
-        perSecond,
-        serviceSeconds: service,
-        needed: perSecond * service,
-        cap: crm.cap,
+        ...need,
+        deployedCap: crm.cap,
+        deployedInvocations: shapeOf(params, crm).invocations,
         measuredBusy: busyMinutes ? busy / (busyMinutes * 60) : 0,
+        measuredInFlight: busyMinutes ? work / (busyMinutes * 60) : 0,
+        peakInFlight: c.totals.peakInFlight,
       },
       maxDeferred: Math.max(0, ...c.minute.deferred),
     };

@@ -15,9 +15,9 @@ import {
 import { REFRESH_RETRY } from '../../functions/core/use-cases/refresh-connection.ts';
 import {
   CLAIM_WINDOW_SECONDS,
-  WORKER_BATCH_SIZE,
   WORKER_MESSAGE_MAX_MS,
   WORKER_TIMEOUT_SECONDS,
+  workerShape,
 } from '../../functions/core/domain/refresh-queue.ts';
 import { DEFAULT_WORKER_CAPS, MAX_WORKER_CAP } from '../../manifest/refresh-queues.ts';
 import type { CrmId, CrmModel, ModelParams } from './model.ts';
@@ -35,11 +35,26 @@ export const LIFETIME_SECONDS: Record<CrmId, number | null> = {
   copper: null,
 };
 
-/** Worker concurrency per CRM (the event source mapping's maximumConcurrency): the deployed defaults. */
+/** Refreshes at once per CRM (batch size x the event source mapping's maximumConcurrency): the deployed defaults. */
 export const DEFAULT_CAPS: Record<CrmId, number> = { ...DEFAULT_WORKER_CAPS };
 
-/** Lambda's ceiling for an SQS event source mapping's maximumConcurrency. */
+/** Lambda's ceiling for an SQS event source mapping's maximumConcurrency: worker invocations at once. */
 export const ESM_MAX_CONCURRENCY = MAX_WORKER_CAP;
+
+/** The largest cap a deployment may set (infra/settings.ts checks `<crm>RefreshWorkerCap` against it). */
+export const MAX_CAP_SETTING = MAX_WORKER_CAP;
+
+/**
+ * The dispatcher's hand-outs per second, all partitions together. It writes nothing per connection:
+ * per 100 it reads a page of index items, sends ten SendMessageBatch requests of 10 and saves the
+ * cursor, 8 partitions at a time. Waiting is not what bounds it (a page's query, sends side by side
+ * and cursor write take ~50 ms in AWS: ~2,000 a second per partition, ~16,000 for 8); its CPU is. On
+ * the dev machine a connection costs ~0.05 ms of dispatcher and query CPU (bench/refresh-pipeline.ts:
+ * 10,000 due handed out in 0.6 s at 100,000 connections, 2,000 in 0.5 s at 20,000, the queue in
+ * process) and ~0.10-0.15 ms for its share of a SendMessageBatch (the SQS client against a local
+ * stub): ~0.2 ms, or ~0.7 ms on the 512 MB dispatcher's ~0.29 of a vCPU. About 1,500 a second.
+ */
+export const DISPATCH_PER_SECOND = 1500;
 
 /** Written by `npm run bench` section 3b (bench/refresh-pipeline.ts); `REFRESH_CALIBRATION` names another file. */
 const CALIBRATION = process.env.REFRESH_CALIBRATION ?? 'bench/results/refresh-calibration.json';
@@ -104,16 +119,14 @@ export function defaultParams(connections: number, overrides: Partial<ModelParam
     refreshIntervalSeconds: config.refreshIntervalSeconds,
     maxBackoffSeconds: MAX_BACKOFF_SECONDS,
     healthCheckIntervalSeconds: config.healthCheckIntervalSeconds,
-    // The pipeline's timing (refresh-queue.ts): a claim outlasts every delivery SQS may still make.
-    claimWindowSeconds: CLAIM_WINDOW_SECONDS,
-    dispatcher: {
-      // 16 claims in flight at ~8 ms each, plus one SQS send per 10: ~1,300 claims a second (assumed).
-      itemsPerSecond: 1300,
-      maxPerRun: 20_000,
-    },
+    // The pipeline's timing (refresh-queue.ts): a connection goes out again only after every delivery
+    // SQS may still make of its message.
+    resendAfterSeconds: CLAIM_WINDOW_SECONDS,
+    dispatcher: { itemsPerSecond: DISPATCH_PER_SECOND, maxPerRun: 20_000 },
     worker: {
-      batchSize: WORKER_BATCH_SIZE,
-      batchMode: 'sequential',
+      // Each CRM's cap as the stack deploys it: batches refreshed side by side (refresh-queued.ts).
+      shape: workerShape,
+      batchMode: 'parallel',
       batchOverheadMs: 20,
       overheadMs: overhead.ms,
       staleMs: 10,

@@ -1,12 +1,13 @@
 /**
  * A discrete-event model of the refresh pipeline (issue 13, part 3b): the
- * dispatcher that claims due connections every minute and hands them to one
- * queue per CRM, and the queue-driven workers that refresh them, each CRM
- * capped at its maximum concurrency. Deterministic: every random draw comes
- * from one seeded generator, in a fixed order.
+ * dispatcher that every minute reads the due connections past its cursor and
+ * hands them to one queue per CRM, and the queue-driven workers that refresh
+ * them, each CRM capped at its refreshes at once (worker invocations at once
+ * times the batch each refreshes side by side). Deterministic: every random
+ * draw comes from one seeded generator, in a fixed order.
  *
  * What is simulated per connection: its due time (the sparse index), its
- * token's expiry, its claim, its failures and backoff. What is aggregated:
+ * token's expiry, its hand-out, its failures and backoff. What is aggregated:
  * queue age, delays and the count of tokens under `minValiditySeconds`, per
  * CRM and per simulated minute. The rules for due times, backoff and retries
  * are the code's (see `defaults.ts`, which reads them from functions/core).
@@ -15,8 +16,8 @@
  * - only connections due inside the simulated window exist; one that would
  *   next be due after it is dropped (it would not change anything inside);
  * - the lease is not modelled: a message whose connection already had an
- *   outcome since its claim is skipped (`staleMs`), as the worker's version
- *   check does;
+ *   outcome since it was handed out is skipped (`staleMs`), as the worker's
+ *   due-time check does;
  * - SQS is a FIFO without loss or redelivery, and the Lambda poller scaling
  *   ramp (5 at first, +300 a minute) is ignored: a CRM's invocations can be
  *   at their cap at once;
@@ -38,7 +39,10 @@ export interface CrmModel {
   share: number;
   /** Token lifetime in seconds; null: the token never expires and gets a periodic health check instead. */
   lifetimeSeconds: number | null;
-  /** Concurrent worker invocations (the event source mapping's maximum concurrency); Infinity: unbounded. */
+  /**
+   * Refreshes in flight at once (the deployed cap): carried as `worker.shape(cap)`, invocations at once
+   * (the event source mapping's maximum concurrency) of batches; Infinity: unbounded.
+   */
   cap: number;
   /** Timeout of one attempt when the CRM does not answer. */
   attemptTimeoutMs: number;
@@ -50,7 +54,14 @@ export interface CrmModel {
   retryAmbiguous: boolean;
 }
 
-export type Latency = { kind: 'lognormal'; p50Ms: number; p99Ms: number } | { kind: 'fixed'; ms: number };
+export type Latency =
+  | { kind: 'lognormal'; p50Ms: number; p99Ms: number }
+  | { kind: 'fixed'; ms: number }
+  /** Each draw the next of these, in turn (tests: a batch with one slow message). */
+  | { kind: 'cycle'; ms: number[] };
+
+/** How a cap is carried: messages per invocation and invocations at once (the code's `workerShape`). */
+export type WorkerShape = (cap: number) => { batchSize: number; invocations: number };
 
 export interface Outage {
   crm: CrmId;
@@ -77,29 +88,39 @@ export interface ModelParams {
   maxBackoffSeconds: number;
   /** A token that never expires is health-checked this long after its last check. */
   healthCheckIntervalSeconds: number;
-  /** How far a claim moves the due time: the connection is handed out again only after this. */
-  claimWindowSeconds: number;
+  /**
+   * A connection handed out is not handed out again for this long (CLAIM_WINDOW_SECONDS): its index
+   * entry waits behind the cursor, and only one still due after it (its message lost) goes out again.
+   */
+  resendAfterSeconds: number;
   dispatcher: {
-    /** Claims (read + conditional write + send) per second, all runs together; Infinity: instant. */
+    /**
+     * Due connections handed out per second (an index item read, a tenth of a SendMessageBatch; no
+     * write per connection), all runs together; Infinity: instant.
+     */
     itemsPerSecond: number;
     /** Most due connections one run reads; the rest wait for the next run. */
     maxPerRun: number;
   };
   worker: {
-    /** Messages one invocation receives at once. */
-    batchSize: number;
-    /** `sequential`: one message at a time (the CRM sees at most `cap` calls); `parallel`: the whole batch at once. */
+    /** A CRM's cap as batch size x invocations at once. */
+    shape: WorkerShape;
+    /**
+     * `parallel`: the whole batch at once, the invocation busy until its slowest message is done (the
+     * CRM sees at most batch x invocations calls); `sequential`: one message after another (at most
+     * `invocations`).
+     */
     batchMode: 'sequential' | 'parallel';
     /** Per invocation: the Lambda invoke and deleting the batch. */
     batchOverheadMs: number;
     /** Per refresh, besides the CRM call: reads, lease, decrypt, encrypt, write (calibrated). */
     overheadMs: number;
-    /** A message whose connection has moved on since its claim: one read. */
+    /** A message whose connection has moved on since it was handed out: one read. */
     staleMs: number;
     /**
-     * Sequential batches: a message is started only while `messageMaxMs` (its worst case) still fits
-     * in `invocationMs` (the function's time less its answer margin); the rest are given back (the
-     * claim released, so the next dispatcher run hands them out again). Infinity: never.
+     * A message is started only while `messageMaxMs` (its worst case) still fits in `invocationMs`
+     * (the function's time less its answer margin); the rest are given back (due again at once, so
+     * the next dispatcher run hands them out again). Infinity: never.
      */
     invocationMs: number;
     messageMaxMs: number;
@@ -150,6 +171,8 @@ export interface CrmRun {
     returned: Float64Array;
     /** Invocation-seconds busy, by minute the invocation started. */
     busySeconds: Float64Array;
+    /** Message-seconds worked (each message from its start to its end), by minute it started. */
+    workSeconds: Float64Array;
     /** Tokens under minValiditySeconds at the end of each minute. */
     under: Float64Array;
   };
@@ -174,6 +197,8 @@ export interface CrmRun {
     returned: number;
     /** Next due time past the window: left out of the simulation from then on. */
     leftWindow: number;
+    /** Most messages worked at once (refreshed or checked and skipped): never above the cap. */
+    peakInFlight: number;
   };
 }
 
@@ -202,6 +227,10 @@ const Z99 = 2.326347874;
 
 function latencySampler(latency: Latency, random: () => number): () => number {
   if (latency.kind === 'fixed') return () => latency.ms;
+  if (latency.kind === 'cycle') {
+    let next = 0;
+    return () => latency.ms[next++ % latency.ms.length] as number;
+  }
   const mu = Math.log(latency.p50Ms);
   const sigma = Math.log(latency.p99Ms / latency.p50Ms) / Z99;
   let spare: number | undefined;
@@ -224,12 +253,45 @@ function latencySampler(latency: Latency, random: () => number): () => number {
 
 /** Mean of the latency distribution, ms (lognormal: e^(mu + sigma^2/2)). */
 export function meanLatencyMs(latency: Latency): number {
-  if (latency.kind === 'fixed') return latency.ms;
-  const sigma = Math.log(latency.p99Ms / latency.p50Ms) / Z99;
-  return latency.p50Ms * Math.exp((sigma * sigma) / 2);
+  return meanMaxLatencyMs(latency, 1);
 }
 
-/** A growable FIFO of messages: connection index, the outcome count at claim time, and when it was sent. */
+/**
+ * Expected slowest of `n` independent latencies, ms: how long a batch of `n` refreshed side by side
+ * keeps its invocation. Lognormal: E[max] = integral of e^(mu + sigma z) d(Phi(z)^n), summed over z
+ * in steps of 0.001 from -10 to 10 (Phi by the trapezoid rule on the same steps); `cycle`: its values
+ * as a uniform distribution.
+ */
+export function meanMaxLatencyMs(latency: Latency, n: number): number {
+  if (latency.kind === 'fixed') return latency.ms;
+  if (latency.kind === 'cycle') {
+    const sorted = [...latency.ms].sort((a, b) => a - b);
+    const k = sorted.length;
+    // P(max = the i-th smallest) = (i/k)^n - ((i-1)/k)^n, for distinct values; ties add up the same.
+    return sorted.reduce((sum, v, i) => sum + v * (((i + 1) / k) ** n - (i / k) ** n), 0);
+  }
+  const mu = Math.log(latency.p50Ms);
+  const sigma = Math.log(latency.p99Ms / latency.p50Ms) / Z99;
+  if (n === 1) return Math.exp(mu + (sigma * sigma) / 2);
+  const step = 1e-3;
+  const density = (z: number) => Math.exp((-z * z) / 2) / Math.sqrt(2 * Math.PI);
+  let cdf = 0;
+  let sum = 0;
+  let prevDensity = density(-10);
+  let prevTerm = 0;
+  for (let i = 1; i <= 20_000; i++) {
+    const z = -10 + i * step;
+    const d = density(z);
+    cdf += ((d + prevDensity) / 2) * step;
+    const term = Math.exp(mu + sigma * z) * n * cdf ** (n - 1) * d;
+    sum += ((term + prevTerm) / 2) * step;
+    prevDensity = d;
+    prevTerm = term;
+  }
+  return sum;
+}
+
+/** A growable FIFO of messages: connection index, the outcome count when handed out, and when it was sent. */
 class MessageQueue {
   private ids = new Int32Array(1024);
   private seqs = new Uint32Array(1024);
@@ -332,6 +394,46 @@ class SlotHeap {
   }
 }
 
+/** Growable min-heap of times: the ends of the messages in flight. */
+class TimeHeap {
+  private heap = new Float64Array(64);
+  size = 0;
+  push(t: number): void {
+    if (this.size === this.heap.length) {
+      const next = new Float64Array(this.size * 2);
+      next.set(this.heap);
+      this.heap = next;
+    }
+    const h = this.heap;
+    let i = this.size++;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if ((h[parent] as number) <= t) break;
+      h[i] = h[parent] as number;
+      i = parent;
+    }
+    h[i] = t;
+  }
+  /** Drops every time at or before `t`. */
+  dropUntil(t: number): void {
+    const h = this.heap;
+    while (this.size > 0 && (h[0] as number) <= t) {
+      const last = h[--this.size] as number;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= this.size) break;
+        const r = l + 1;
+        const c = r < this.size && (h[r] as number) < (h[l] as number) ? r : l;
+        if ((h[c] as number) >= last) break;
+        h[i] = h[c] as number;
+        i = c;
+      }
+      h[i] = last;
+    }
+  }
+}
+
 function newCrmRun(id: CrmId, connections: number, minutes: number): CrmRun {
   const m = () => new Float64Array(minutes);
   return {
@@ -350,6 +452,7 @@ function newCrmRun(id: CrmId, connections: number, minutes: number): CrmRun {
       stale: m(),
       returned: m(),
       busySeconds: m(),
+      workSeconds: m(),
       under: m(),
     },
     byDue: {
@@ -359,7 +462,16 @@ function newCrmRun(id: CrmId, connections: number, minutes: number): CrmRun {
       unfinishedLate: m(),
       delayHist: new Float64Array(minutes * HIST_BINS),
     },
-    totals: { dispatched: 0, itemsRead: 0, refreshed: 0, failed: 0, stale: 0, returned: 0, leftWindow: 0 },
+    totals: {
+      dispatched: 0,
+      itemsRead: 0,
+      refreshed: 0,
+      failed: 0,
+      stale: 0,
+      returned: 0,
+      leftWindow: 0,
+      peakInFlight: 0,
+    },
   };
 }
 
@@ -384,6 +496,10 @@ export function simulate(params: ModelParams): ModelRun {
     const connections = explicit ? explicit.length : Math.round(params.connections * crm.share);
     const run = newCrmRun(crm.id, connections, minutes);
     runs.push(run);
+    // Unbounded: every message starts as it arrives, alone.
+    const shape = Number.isFinite(crm.cap)
+      ? worker.shape(crm.cap)
+      : { batchSize: 1, invocations: Number.POSITIVE_INFINITY };
     const lifetimeMs = crm.lifetimeSeconds === null ? null : crm.lifetimeSeconds * 1000;
     // refreshLeadMs (due-slot.ts): the lead window, never more than half the lifetime.
     const leadMs = lifetimeMs === null ? 0 : Math.min(params.refreshLeadSeconds * 1000, lifetimeMs / 2);
@@ -405,11 +521,11 @@ export function simulate(params: ModelParams): ModelRun {
       leadMs,
       /** Token expiry, epoch ms (Infinity: never). */
       expiresAt: new Float64Array(n),
-      /** Due time (s) of the current cycle: set by a stored refresh, kept through failures and claims. */
+      /** Due time (s) of the current cycle: set by a stored refresh, kept through failures and hand-outs. */
       cycleDue: new Float64Array(n),
       /** Bumped whenever the due time moves: an index entry with another stamp is gone. */
       stamp: new Uint32Array(n),
-      /** Bumped by every outcome (stored or failed): a message claimed before it is stale. */
+      /** Bumped by every outcome (stored or failed): a message handed out before it is stale. */
       outcome: new Uint32Array(n),
       failures: new Uint8Array(n),
       /** The due index, one list per dispatcher run. */
@@ -417,7 +533,9 @@ export function simulate(params: ModelParams): ModelRun {
       /** Due connections read but not yet dispatched (the per-run limit). */
       backlog: new PairList(),
       queue: new MessageQueue(),
-      slots: Number.isFinite(crm.cap) ? new SlotHeap(crm.cap) : undefined,
+      slots: Number.isFinite(shape.invocations) ? new SlotHeap(shape.invocations) : undefined,
+      batchSize: shape.batchSize,
+      inFlight: new TimeHeap(),
       underDiff: new Float64Array(minutes + 1),
     };
     for (let i = 0; i < n; i++) {
@@ -534,7 +652,7 @@ export function simulate(params: ModelParams): ModelRun {
 
   /** Runs one CRM's workers from where they are until `until` (ms). */
   const advanceWorkers = (s: State, until: number, tick: number) => {
-    const { queue, run, slots } = s;
+    const { queue, run, slots, inFlight } = s;
     const ageOf = (receivedAt: number, sentAt: number) => {
       const age = receivedAt - sentAt;
       const m = minuteOf(receivedAt);
@@ -544,32 +662,45 @@ export function simulate(params: ModelParams): ModelRun {
       if (age > (run.minute.ageMaxMs[m] as number)) run.minute.ageMaxMs[m] = age;
       add(run.minute.ageHist, m * HIST_BINS + histBin(age));
     };
+    const parallel = worker.batchMode === 'parallel';
     while (queue.length > 0) {
       const free = slots ? slots.min() : 0;
       const start = Math.max(free, queue.headSentAt());
       if (start >= until) break;
-      let cursor = start + worker.batchOverheadMs;
+      // Invocations start in time order, so what ended by this one's first message is no longer in flight.
+      const first = start + worker.batchOverheadMs;
+      inFlight.dropUntil(first);
+      let cursor = first;
       let end = cursor;
-      const size = slots ? worker.batchSize : 1;
+      let worked = 0;
+      const size = slots ? s.batchSize : 1;
       for (let b = 0; b < size && queue.length > 0 && queue.headSentAt() <= start; b++) {
         const id = queue.headId();
         const seq = queue.headSeq();
         ageOf(start, queue.headSentAt());
         queue.shift();
-        if (worker.batchMode === 'sequential' && cursor + worker.messageMaxMs > start + worker.invocationMs) {
-          // Given back: the claim is released (due now), so the next run hands it out again.
+        if (cursor + worker.messageMaxMs > start + worker.invocationMs) {
+          // Given back: due again at once, so the next run hands it out again.
           if (s.outcome[id] === seq) reschedule(s, id, Math.floor(cursor / 1000), tick);
           const m = minuteOf(cursor);
           if (m >= 0) add(run.minute.returned, m);
           run.totals.returned++;
-          cursor += worker.staleMs;
-          end = Math.max(end, cursor);
+          end = Math.max(end, cursor + worker.staleMs);
+          if (!parallel) cursor += worker.staleMs;
           continue;
         }
         const done = processMessage(s, id, seq, cursor, tick);
-        if (worker.batchMode === 'sequential') cursor = done;
+        const m = minuteOf(cursor);
+        if (m >= 0) add(run.minute.workSeconds, m, (done - cursor) / 1000);
+        worked++;
+        // Side by side, each message is in flight until its own end; one after another, one at a time.
+        if (parallel) inFlight.push(done);
+        else cursor = done;
         end = Math.max(end, done);
       }
+      if (!parallel && worked > 0) inFlight.push(end);
+      if (inFlight.size > run.totals.peakInFlight) run.totals.peakInFlight = inFlight.size;
+      // The invocation holds its slot until its slowest message is done.
       if (slots) slots.replaceMin(end);
       const m = minuteOf(start);
       if (m >= 0) add(run.minute.busySeconds, m, (end - start) / 1000);
@@ -607,8 +738,9 @@ export function simulate(params: ModelParams): ModelRun {
         s.backlog.head += 2;
         if (s.stamp[i] !== stamp) continue;
         s.run.totals.itemsRead++;
-        // The claim: the due time moves a claim window on; the message names the outcome count it saw.
-        reschedule(s, i, Math.floor(now / 1000) + params.claimWindowSeconds, tick);
+        // Handed out: its entry waits behind the cursor (nothing is written), so the model moves it to when it
+        // would go out again, were its message lost; the message names the outcome count it saw.
+        reschedule(s, i, Math.floor(now / 1000) + params.resendAfterSeconds, tick);
         s.queue.push(i, s.outcome[i] as number, start + (runMs * (j + 0.5)) / n);
         s.run.totals.dispatched++;
       }

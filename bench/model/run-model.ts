@@ -6,10 +6,23 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { type RunSummary, ratePerSecond, serviceSeconds, summarize } from './analysis.ts';
+import { type RunSummary, crmNeed, littleNeed, ratePerSecond, shapeOf, summarize } from './analysis.ts';
 import { chartSvg } from './chart.ts';
-import { DEFAULT_CAPS, ESM_MAX_CONCURRENCY, brokerOverhead, defaultParams } from './defaults.ts';
-import { type CrmId, type ModelParams, type ModelRun, simulate } from './model.ts';
+import {
+  DEFAULT_CAPS,
+  ESM_MAX_CONCURRENCY,
+  MAX_CAP_SETTING,
+  brokerOverhead,
+  defaultParams,
+} from './defaults.ts';
+import {
+  type CrmId,
+  type CrmModel,
+  type ModelParams,
+  type ModelRun,
+  meanMaxLatencyMs,
+  simulate,
+} from './model.ts';
 
 export type Row = { figure: string; measured: string; target: string; verdict: 'PASS' | 'MISS' | '' };
 type Print = (title: string, rows: Row[]) => void;
@@ -23,19 +36,34 @@ const pct = (x: number, digits = 4) => `${(100 * x).toFixed(digits)} %`;
 const sec = (ms: number) => (ms < 10_000 ? `${(ms / 1000).toFixed(2)} s` : `${(ms / 1000).toFixed(0)} s`);
 const int = (n: number) => Math.round(n).toLocaleString('en');
 
-/** The settings 10M connections need: caps from Little's law with 50% headroom, a dispatcher that keeps up. */
+/** Headroom over Little's law: a cap carries 1.5 x what the steady load keeps in flight. */
+const HEADROOM = 1.5;
+
+/**
+ * The smallest cap, never below the deployed one, that its shape uses whole (batch x invocations)
+ * and that carries HEADROOM x what Little's law needs in its batches; at most what one event source
+ * mapping allows (ESM_MAX_CONCURRENCY invocations).
+ */
+export function sizedCap(params: ModelParams, crm: CrmModel, perSecond: number): number {
+  let best = crm.cap;
+  for (let cap = crm.cap; ; cap++) {
+    const { batchSize, invocations } = params.worker.shape(cap);
+    if (invocations > ESM_MAX_CONCURRENCY) return best;
+    if (batchSize * invocations !== cap) continue;
+    best = cap;
+    if (cap >= HEADROOM * littleNeed(params, batchSize, perSecond).cap) return cap;
+  }
+}
+
+/** The settings `connections` need: caps from Little's law with 50% headroom, a dispatcher that keeps up. */
 export function sizedFor(connections: number): Partial<ModelParams> {
   const base = defaultParams(connections);
-  const service = serviceSeconds(base);
-  const crms = base.crms.map((crm) => {
-    const need = ratePerSecond(base, crm, Math.round(connections * crm.share)) * service;
-    return {
-      ...crm,
-      cap: Math.min(ESM_MAX_CONCURRENCY, Math.max(DEFAULT_CAPS[crm.id], Math.ceil(need * 1.5))),
-    };
-  });
-  // Past what one run may read, 64 claims in flight (~5,000 a second) and room for ~1.3 minutes of due
-  // connections per run.
+  const crms = base.crms.map((crm) => ({
+    ...crm,
+    cap: sizedCap(base, crm, ratePerSecond(base, crm, Math.round(connections * crm.share))),
+  }));
+  // Past what one run may read: room for ~1.3 minutes of due connections per run, on a dispatcher of
+  // 1,769 MB (one vCPU, ~3.5 x the deployed 512 MB's CPU: ~5,000 a second).
   const perRun = base.crms.reduce(
     (n, crm) => n + ratePerSecond(base, crm, Math.round(connections * crm.share)) * base.tickSeconds,
     0,
@@ -47,21 +75,33 @@ export function sizedFor(connections: number): Partial<ModelParams> {
   return { crms, dispatcher };
 }
 
-/** What the defaults cannot carry, with numbers: per-run limit, dispatcher rate, caps. */
+const withCap = (crms: CrmModel[], id: CrmId, cap: number) =>
+  crms.map((c) => (c.id === id ? { ...c, cap } : c));
+
+const limits = (cap: number, invocations: number) =>
+  [
+    cap > MAX_CAP_SETTING ? `above the ${int(MAX_CAP_SETTING)} a deployment may set` : '',
+    invocations > ESM_MAX_CONCURRENCY ? `${int(invocations)} invocations, above the ESM's 1,000` : '',
+  ]
+    .filter(Boolean)
+    .map((s) => ` (${s})`)
+    .join('');
+
+/** What the settings cannot carry, with numbers: per-run limit, dispatcher rate, caps. */
 function capacityRows(params: ModelParams, label: string): Row[] {
-  const service = serviceSeconds(params);
   const rows: Row[] = [];
   let total = 0;
   for (const crm of params.crms) {
-    const n = Math.round(params.connections * crm.share);
-    const rate = ratePerSecond(params, crm, n);
-    total += rate;
-    const need = rate * service;
+    const need = crmNeed(params, crm, Math.round(params.connections * crm.share));
+    const { invocations } = shapeOf(params, crm);
+    total += need.perSecond;
     rows.push({
-      figure: `${label} ${crm.id}: invocations needed (Little: ${rate.toFixed(1)}/s x ${service.toFixed(3)} s)`,
-      measured: `${need.toFixed(1)} vs cap ${crm.cap}${crm.cap > ESM_MAX_CONCURRENCY ? ' (above the 1,000 ESM maximum)' : ''}`,
-      target: 'needed <= cap (cap <= 1,000)',
-      verdict: verdict(need <= crm.cap && crm.cap <= ESM_MAX_CONCURRENCY),
+      figure: `${label} ${crm.id}: refreshes at once needed (Little: ${need.perSecond.toFixed(1)}/s / ${need.batchSize} x ${need.invocationSeconds.toFixed(3)} s an invocation, x ${need.batchSize})`,
+      measured: `${need.cap.toFixed(1)} (${need.invocations.toFixed(1)} invocations) vs cap ${int(crm.cap)} (${int(invocations)})${limits(crm.cap, invocations)}`,
+      target: 'needed <= cap <= 1,000',
+      verdict: verdict(
+        need.cap <= crm.cap && crm.cap <= MAX_CAP_SETTING && invocations <= ESM_MAX_CONCURRENCY,
+      ),
     });
   }
   const perRun = total * params.tickSeconds;
@@ -72,7 +112,7 @@ function capacityRows(params: ModelParams, label: string): Row[] {
     verdict: verdict(perRun <= params.dispatcher.maxPerRun),
   });
   rows.push({
-    figure: `${label} dispatcher: claims per second needed vs its rate`,
+    figure: `${label} dispatcher: hand-outs per second needed vs its rate`,
     measured: `${total.toFixed(0)} vs ${int(params.dispatcher.itemsPerSecond)}`,
     target: 'needed <= rate',
     verdict: verdict(total <= params.dispatcher.itemsPerSecond),
@@ -110,10 +150,16 @@ function figureRows(label: string, s: RunSummary): Row[] {
       verdict: verdict(c.delay.maxMs < 600_000),
     });
     rows.push({
-      figure: `${label} ${c.crm}: invocations busy (measured) / needed (Little) / cap`,
-      measured: `${c.need.measuredBusy.toFixed(1)} / ${c.need.needed.toFixed(1)} / ${c.need.cap}`,
-      target: 'needed <= cap',
-      verdict: verdict(c.need.needed <= c.need.cap),
+      figure: `${label} ${c.crm}: invocations busy (measured) / needed (Little) / at most`,
+      measured: `${c.need.measuredBusy.toFixed(1)} / ${c.need.invocations.toFixed(1)} / ${c.need.deployedInvocations}`,
+      target: 'needed <= at most',
+      verdict: verdict(c.need.invocations <= c.need.deployedInvocations),
+    });
+    rows.push({
+      figure: `${label} ${c.crm}: refreshes in flight, mean (measured) / most at once / cap`,
+      measured: `${c.need.measuredInFlight.toFixed(1)} / ${c.need.peakInFlight} / ${c.need.deployedCap}`,
+      target: 'most <= cap',
+      verdict: verdict(c.need.peakInFlight <= c.need.deployedCap),
     });
   }
   const o = s.outage;
@@ -205,11 +251,18 @@ export function runRefreshModel(
       },
       {
         name: `10M, ${mode}`,
-        note: `caps sized by Little's law (+50%, at most 1,000), dispatcher 100,000 per run at ~5,000/s; outage ${mode}`,
+        note: `caps sized by Little's law (+50%), dispatcher 100,000 per run at ~5,000/s; outage ${mode}`,
         params: withOutage(defaultParams(10_000_000, sized), mode),
       },
     ]),
   ].filter((sc) => all || sc.name !== '10M, error');
+  const capsOf = (crms: CrmModel[]) =>
+    crms
+      .map((c) => {
+        const { batchSize, invocations } = base.worker.shape(c.cap);
+        return `${c.id} ${c.cap} (${invocations} x ${batchSize})`;
+      })
+      .join(', ');
   print(`6. Refresh model: inputs`, [
     {
       figure: 'broker overhead per refresh (besides the CRM call)',
@@ -218,12 +271,9 @@ export function runRefreshModel(
       verdict: '',
     },
     {
-      figure: 'worker caps (maximumConcurrency): deployed / sized for 1M / sized for 10M',
-      measured: [
-        JSON.stringify(DEFAULT_CAPS),
-        ...[sized1M, sized].map((p) => (p.crms ?? []).map((c) => `${c.id} ${c.cap}`).join(', ')),
-      ].join(' / '),
-      target: 'manifest/refresh-queues.ts; sized: needed x 1.5',
+      figure: 'caps, refreshes at once (invocations x batch): deployed / sized for 1M / sized for 10M',
+      measured: [base.crms, sized1M.crms ?? [], sized.crms ?? []].map(capsOf).join(' / '),
+      target: 'manifest/refresh-queues.ts, workerShape; sized: needed x 1.5',
       verdict: '',
     },
     {
@@ -233,15 +283,15 @@ export function runRefreshModel(
       verdict: '',
     },
     {
-      figure: 'pipeline: claim window / batch / dispatcher rate and per-run limit',
-      measured: `${base.claimWindowSeconds} s / ${base.worker.batchSize} ${base.worker.batchMode} / ${base.dispatcher.itemsPerSecond}/s, ${base.dispatcher.maxPerRun} per run`,
-      target: 'assumed (bench/model/defaults.ts)',
+      figure: 'pipeline: handed out again after / batches / dispatcher rate and per-run limit',
+      measured: `${base.resendAfterSeconds} s / ${base.worker.batchMode} / ${base.dispatcher.itemsPerSecond}/s, ${base.dispatcher.maxPerRun} per run`,
+      target: 'refresh-queue.ts; rate assumed (bench/model/defaults.ts)',
       verdict: '',
     },
     {
-      figure: 'CRM latency',
-      measured: 'lognormal p50 300 ms, p99 3 s (mean 0.49 s)',
-      target: '',
+      figure: 'CRM latency: mean / expected slowest of 2 / of 10',
+      measured: `lognormal p50 300 ms, p99 3 s: ${[1, 2, 10].map((n) => `${(meanMaxLatencyMs(base.latency, n) / 1000).toFixed(2)} s`).join(' / ')}`,
+      target: 'an invocation lasts as long as its slowest message',
       verdict: '',
     },
   ]);
@@ -266,12 +316,17 @@ export function runRefreshModel(
     charted.push({ label: sc.name, run });
   }
   if (all) {
-    // How Close's cap decides the outage's cost and the recovery at 1M (1x = the 67 Little's law needs).
+    // How Close's cap decides the outage's cost and the recovery at 1M: multiples of its batch at 1.25,
+    // 1.5, 2 and 3 x what Little's law needs in batches of 10.
     const rows: Row[] = [];
-    for (const cap of [101, 134, 200]) {
+    const close = base.crms.find((c) => c.id === 'close') as CrmModel;
+    const { batchSize } = shapeOf(base, close);
+    const need = littleNeed(base, batchSize, ratePerSecond(base, close, Math.round(1_000_000 * close.share)));
+    const caps = [1.25, 1.5, 2, 3].map((f) => Math.ceil((f * need.cap) / batchSize) * batchSize);
+    for (const cap of caps) {
       for (const mode of ['timeout', 'error'] as const) {
         const params = withOutage(defaultParams(1_000_000, sized1M), mode);
-        params.crms = params.crms.map((c) => (c.id === 'close' ? { ...c, cap } : c));
+        params.crms = withCap(params.crms, 'close', cap);
         const o = summarize(simulate(params)).outage;
         if (!o) continue;
         rows.push({
@@ -282,7 +337,19 @@ export function runRefreshModel(
         });
       }
     }
-    print('6. Refresh model: Close cap sensitivity at 1M', rows);
+    // The former default, 10 invocations of 10, without an outage: below what Little's law needs.
+    const old = summarize(simulate({ ...base, outage: undefined, crms: withCap(base.crms, 'close', 100) }));
+    const oldClose = old.crms.find((c) => c.crm === 'close');
+    rows.push({
+      figure: `1M, Close cap 100 (10 x 10), no outage: stored on time / Close queue age max`,
+      measured: `${pct(old.onTimeShareOutside, 2)} / ${sec(oldClose?.queueAge.maxMs ?? 0)}`,
+      target: `needs ${need.cap.toFixed(0)} at once`,
+      verdict: '',
+    });
+    print(
+      `6. Refresh model: Close cap sensitivity at 1M (Little's law: ${need.cap.toFixed(1)} at once)`,
+      rows,
+    );
   }
   mkdirSync(dirname(CHART), { recursive: true });
   writeFileSync(CHART, chartSvg(charted));
