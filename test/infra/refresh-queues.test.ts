@@ -83,9 +83,9 @@ describe.each(providerIds)('the %s refresh queue', (provider) => {
       {
         EventSourceArn: `Queue[refresh-${provider}].Arn`,
         FunctionName: 'Function[refresh-worker].Ref',
-        // Refreshes at once = batch × invocations: Close 10 × 10 = 100, Copper and Capsule 2 × 2 = 4.
+        // Refreshes at once = batch × invocations: Close 10 × 32 = 320, Copper and Capsule 2 × 2 = 4.
         BatchSize: { copper: 2, capsule: 2, close: 10 }[provider],
-        ScalingConfig: { MaximumConcurrency: { copper: 2, capsule: 2, close: 10 }[provider] },
+        ScalingConfig: { MaximumConcurrency: { copper: 2, capsule: 2, close: 32 }[provider] },
         FunctionResponseTypes: ['ReportBatchItemFailures'],
       },
     ]);

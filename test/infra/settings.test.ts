@@ -12,7 +12,7 @@ describe('deployment settings', () => {
       returnToOrigins: undefined,
       customDomain: undefined,
       refreshIntervalMinutes: 1,
-      refreshWorkerCaps: { copper: 4, capsule: 4, close: 100 },
+      refreshWorkerCaps: { copper: 4, capsule: 4, close: 320 },
       crmRateLimits: {},
       refreshLeadSeconds: undefined,
       logRetentionDays: 30,
