@@ -51,7 +51,7 @@ export interface BrokerSettings {
   readonly refreshIntervalMinutes: number;
   /**
    * Each CRM's worker cap: refreshes in flight at once at its token endpoint, the maximum
-   * concurrency of its refresh queue's event source mapping (`<crm>RefreshWorkerCap`, 2 to 1000;
+   * concurrency of its refresh queue's event source mapping (`<crm>RefreshWorkerCap`, 2 to 10,000;
    * defaults and their reasons in manifest/refresh-queues.ts and docs/scale.md).
    */
   readonly refreshWorkerCaps: Readonly<Record<ProviderId, number>>;

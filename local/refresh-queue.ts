@@ -60,7 +60,7 @@ interface Entry {
   visibleAt: number;
 }
 
-/** Each CRM's worker cap: `REFRESH_WORKER_CAP_<CRM>` when set (2 to 1000), else the deployed default. */
+/** Each CRM's worker cap: `REFRESH_WORKER_CAP_<CRM>` when set (2 to 10,000), else the deployed default. */
 export function localWorkerCaps(
   env: Readonly<Record<string, string | undefined>>,
 ): Record<ProviderId, number> {

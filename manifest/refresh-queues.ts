@@ -5,6 +5,7 @@
  * mapping's maximum concurrency. The reasons for each figure are in docs/scale.md.
  */
 import type { ProviderId } from '../functions/core/domain/providers.ts';
+import { WORKER_BATCH_SIZE } from '../functions/core/domain/refresh-queue.ts';
 
 export {
   CLAIM_WINDOW_SECONDS,
@@ -15,9 +16,11 @@ export {
   workerShape,
 } from '../functions/core/domain/refresh-queue.ts';
 
-/** AWS's bounds of an SQS event source mapping's `ScalingConfig.MaximumConcurrency`. */
+/** AWS's bounds of an SQS event source mapping's `ScalingConfig.MaximumConcurrency`: worker invocations. */
 export const MIN_WORKER_CAP = 2;
-export const MAX_WORKER_CAP = 1000;
+export const MAX_WORKER_INVOCATIONS = 1000;
+/** The largest cap (refreshes at once): the most invocations, each with a whole batch (workerShape). */
+export const MAX_WORKER_CAP = MAX_WORKER_INVOCATIONS * WORKER_BATCH_SIZE;
 
 /**
  * Refreshes in flight at once at each CRM's token endpoint, at most: worker

@@ -19,7 +19,7 @@ import {
   WORKER_TIMEOUT_SECONDS,
   workerShape,
 } from '../../functions/core/domain/refresh-queue.ts';
-import { DEFAULT_WORKER_CAPS, MAX_WORKER_CAP } from '../../manifest/refresh-queues.ts';
+import { DEFAULT_WORKER_CAPS, MAX_WORKER_CAP, MAX_WORKER_INVOCATIONS } from '../../manifest/refresh-queues.ts';
 import type { CrmId, CrmModel, ModelParams } from './model.ts';
 
 /** refresh-failure.ts's MAX_BACKOFF_MS (not exported there): a failing connection waits at most 6 hours. */
@@ -39,7 +39,7 @@ export const LIFETIME_SECONDS: Record<CrmId, number | null> = {
 export const DEFAULT_CAPS: Record<CrmId, number> = { ...DEFAULT_WORKER_CAPS };
 
 /** Lambda's ceiling for an SQS event source mapping's maximumConcurrency: worker invocations at once. */
-export const ESM_MAX_CONCURRENCY = MAX_WORKER_CAP;
+export const ESM_MAX_CONCURRENCY = MAX_WORKER_INVOCATIONS;
 
 /** The largest cap a deployment may set (infra/settings.ts checks `<crm>RefreshWorkerCap` against it). */
 export const MAX_CAP_SETTING = MAX_WORKER_CAP;

@@ -134,8 +134,8 @@ describe('deployment settings', () => {
   it.each([
     [{ prefix: 'Has Spaces' }, /prefix/],
     [{ refreshIntervalMinutes: '0' }, /refreshIntervalMinutes/],
-    [{ closeRefreshWorkerCap: 1 }, /closeRefreshWorkerCap must be an integer from 2 to 1000/],
-    [{ copperRefreshWorkerCap: '1001' }, /copperRefreshWorkerCap/],
+    [{ closeRefreshWorkerCap: 1 }, /closeRefreshWorkerCap must be an integer from 2 to 10000/],
+    [{ copperRefreshWorkerCap: '10001' }, /copperRefreshWorkerCap/],
     [{ capsuleRefreshWorkerCap: 'lots' }, /capsuleRefreshWorkerCap/],
     [{ refreshIntervalMinutes: 90 }, /refreshIntervalMinutes/],
     [{ refreshLeadSeconds: 10 }, /refreshLeadSeconds/],

@@ -16,7 +16,7 @@ import {
   parseQueueMessage,
   workerShape,
 } from '../../functions/core/domain/refresh-queue.ts';
-import { MAX_WORKER_CAP, MIN_WORKER_CAP } from '../../manifest/refresh-queues.ts';
+import { MAX_WORKER_CAP, MAX_WORKER_INVOCATIONS, MIN_WORKER_CAP } from '../../manifest/refresh-queues.ts';
 import { ANSWER_MARGIN_MS, AWS_CALL_MAX_MS, REFRESH_MAX_MS } from '../../functions/core/domain/timeline.ts';
 import { functionSettings } from '../../manifest/functions.ts';
 import { LocalRefreshQueue, type WorkerAnswer, localWorkerCaps } from '../../local/refresh-queue.ts';
@@ -95,6 +95,7 @@ describe("a CRM's cap as worker invocations of batches", () => {
       const { batchSize, invocations } = workerShape(cap);
       expect(batchSize * invocations, `cap ${cap}`).toBeLessThanOrEqual(cap);
       expect(invocations).toBeGreaterThanOrEqual(2);
+      expect(invocations).toBeLessThanOrEqual(MAX_WORKER_INVOCATIONS);
       expect(batchSize).toBeGreaterThanOrEqual(1);
       expect(batchSize).toBeLessThanOrEqual(WORKER_BATCH_SIZE);
       // Nothing of the cap is wasted that a batch or an invocation more could use.
