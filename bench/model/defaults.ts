@@ -19,7 +19,11 @@ import {
   WORKER_TIMEOUT_SECONDS,
   workerShape,
 } from '../../functions/core/domain/refresh-queue.ts';
-import { DEFAULT_WORKER_CAPS, MAX_WORKER_CAP, MAX_WORKER_INVOCATIONS } from '../../manifest/refresh-queues.ts';
+import {
+  DEFAULT_WORKER_CAPS,
+  MAX_WORKER_CAP,
+  MAX_WORKER_INVOCATIONS,
+} from '../../manifest/refresh-queues.ts';
 import type { CrmId, CrmModel, ModelParams } from './model.ts';
 
 /** refresh-failure.ts's MAX_BACKOFF_MS (not exported there): a failing connection waits at most 6 hours. */

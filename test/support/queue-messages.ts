@@ -49,9 +49,5 @@ export async function deliver(
     })),
   };
   const worker = broker.server.handlers['refresh-worker'] as (e: SQSEvent, c: Context) => Promise<unknown>;
-  return (await worker(
-    event,
-    lambdaContext('refresh-worker', timeLeftMs),
-  )) as WorkerResponse;
+  return (await worker(event, lambdaContext('refresh-worker', timeLeftMs))) as WorkerResponse;
 }
-
