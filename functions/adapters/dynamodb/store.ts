@@ -272,32 +272,24 @@ export class Store {
     cursor: DispatchCursor | undefined,
     release: boolean,
   ): Promise<boolean> {
-    const set = cursor
-      ? ['through = :through', ...(cursor.after ? ['afterId = :id', 'afterDueAt = :due'] : [])]
-      : [];
-    const remove = [
-      ...(cursor && !cursor.after ? ['afterId', 'afterDueAt'] : []),
-      ...(release ? ['heldUntil'] : []),
-    ];
-    const expression = [
-      set.length ? `SET ${set.join(', ')}` : '',
-      remove.length ? `REMOVE ${remove.join(', ')}` : '',
-    ]
-      .filter(Boolean)
-      .join(' ');
-    if (!expression) return true;
+    // An undefined value is a REMOVE: `afterId`/`afterDueAt` when the run ended on a whole second.
+    const fields: Record<string, unknown> = {
+      ...(cursor
+        ? { through: cursor.through, afterId: cursor.after?.connectionId, afterDueAt: cursor.after?.dueAt }
+        : {}),
+      ...(release ? { heldUntil: undefined } : {}),
+    };
+    if (Object.keys(fields).length === 0) return true;
+    const update = updateExpression(fields);
     const out = await unlessConditionFails(() =>
       this.db.send(
         new UpdateItemCommand({
           TableName: this.tableName,
           Key: marshall(keys.dispatchCursor(provider, shard)),
-          UpdateExpression: expression,
+          UpdateExpression: update.expression,
           ConditionExpression: 'runId = :run',
-          ExpressionAttributeValues: marshall({
-            ':run': runId,
-            ...(cursor ? { ':through': cursor.through } : {}),
-            ...(cursor?.after ? { ':id': cursor.after.connectionId, ':due': cursor.after.dueAt } : {}),
-          }),
+          ExpressionAttributeNames: update.names,
+          ExpressionAttributeValues: marshall({ ...update.values, ':run': runId }),
         }),
       ),
     );

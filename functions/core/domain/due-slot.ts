@@ -23,7 +23,14 @@ export function dueSlot(
   let dueMs: number | undefined;
   if (t.expiresAt === null) dueMs = t.now + config.healthCheckIntervalSeconds * 1000;
   else if (t.refreshable) dueMs = t.expiresAt - refreshLeadMs(config, t.issuedLifetimeSeconds ?? null);
-  if (dueMs === undefined) return { dueAt: undefined };
-  // Never behind the clock: the dispatcher's cursor may already have passed "now" (refresh-queue.ts).
-  return { dueAt: Math.max(Math.floor(dueMs / 1000), Math.ceil(t.now / 1000) + DUE_TIME_MARGIN_SECONDS) };
+  return { dueAt: dueMs === undefined ? undefined : dueAtAhead(dueMs, t.now) };
+}
+
+/**
+ * The due time (epoch s) to write for `dueMs`: never behind the clock at `nowMs`
+ * plus DUE_TIME_MARGIN_SECONDS, since the dispatcher's cursor may already have
+ * passed "now" (refresh-queue.ts).
+ */
+export function dueAtAhead(dueMs: number, nowMs: number): number {
+  return Math.max(Math.floor(dueMs / 1000), Math.ceil(nowMs / 1000) + DUE_TIME_MARGIN_SECONDS);
 }

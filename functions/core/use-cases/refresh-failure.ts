@@ -5,7 +5,7 @@
  * (no poison items) and is reported, with an operator alarm where an operator
  * must act.
  */
-import { DUE_TIME_MARGIN_SECONDS } from '../domain/refresh-queue.ts';
+import { dueAtAhead } from '../domain/due-slot.ts';
 import { OutcomeUnknown, ProviderProtocolError, TokenEndpointRejected } from '../domain/crm-errors.ts';
 import { errorFields } from '../domain/error-fields.ts';
 import {
@@ -131,9 +131,7 @@ async function recordFailure(
         refreshFailures: failures,
         lastError: reason,
         updatedAt: now,
-        ...(held.dueAt !== undefined
-          ? { dueAt: Math.max(Math.floor(next / 1000), Math.ceil(now / 1000) + DUE_TIME_MARGIN_SECONDS) }
-          : {}),
+        ...(held.dueAt !== undefined ? { dueAt: dueAtAhead(next, now) } : {}),
       },
       { expectedVersion: held.version, leaseOwner: owner },
     )
