@@ -12,6 +12,7 @@
  * Last run (dynalite 4.0.0, DynamoDB Local 2026-01-16): see the file comment
  * of bench/dynamo-capacity.ts.
  */
+import { freshConnectionFields } from './local-broker.ts';
 import {
   DeleteItemCommand,
   DynamoDBClient,
@@ -43,13 +44,7 @@ function connectionItem(connectionId: string, ownerId: string, now: number) {
     status: 'active',
     tokens: `v2.kms.2026-01-01T00:00:00Z.${'w'.repeat(246)}.${'s'.repeat(22)}.${'c'.repeat(520)}`,
     expiresAt: now + 3600_000,
-    issuedLifetimeSeconds: 3600,
-    lastRefreshedAt: null,
-    lastError: null,
-    version: 1,
-    refreshFailures: 0,
-    createdAt: now,
-    updatedAt: now,
+    ...freshConnectionFields(now),
     gsi1pk: keys.ownerPk(ownerId),
     gsi1sk: `CONN#${connectionId}`,
     duePk: duePkOf(connectionId, 'close'),

@@ -7,6 +7,7 @@
  *
  *   npx tsx bench/kms-requests.ts [connections]   # alone; npm run bench runs it too
  */
+import { freshConnectionFields } from './local-broker.ts';
 import { BatchWriteItemCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { marshall } from '@aws-sdk/util-dynamodb';
@@ -92,13 +93,7 @@ async function seed(
         tokenContext(ctx),
       ),
       expiresAt: now + 3600_000,
-      issuedLifetimeSeconds: 3600,
-      lastRefreshedAt: null,
-      lastError: null,
-      version: 1,
-      refreshFailures: 0,
-      createdAt: now,
-      updatedAt: now,
+      ...freshConnectionFields(now),
       gsi1pk: keys.ownerPk(ctx.ownerId),
       gsi1sk: `CONN#${connectionId}`,
     });

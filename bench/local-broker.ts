@@ -69,3 +69,19 @@ export async function countingStore(options: { capacity?: { source: string; tabl
     : undefined;
   return { store, dynamo, commands, capacity };
 }
+
+/**
+ * The fields of a connection item as a connect stores them, before any refresh
+ * (an hour's token, version 1), for the benches that seed items by hand.
+ */
+export function freshConnectionFields(now: number) {
+  return {
+    issuedLifetimeSeconds: 3600,
+    lastRefreshedAt: null,
+    lastError: null,
+    version: 1,
+    refreshFailures: 0,
+    createdAt: now,
+    updatedAt: now,
+  };
+}

@@ -29,6 +29,7 @@
  *
  *   BENCH_PIPELINE_CONNECTIONS=2000 BENCH_PIPELINE_CAPS=1,2 npx tsx bench/refresh-pipeline.ts
  */
+import { freshConnectionFields } from './local-broker.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -167,13 +168,7 @@ async function seed(
           )
         : 'v1.local.unused.unused',
       expiresAt,
-      issuedLifetimeSeconds: 3600,
-      lastRefreshedAt: null,
-      lastError: null,
-      version: 1,
-      refreshFailures: 0,
-      createdAt: now,
-      updatedAt: now,
+      ...freshConnectionFields(now),
       // The due ones as a connect stores them (its grant id too), so 3c measures items of a real size.
       ...(isDue ? { grantId: randomUUID() } : {}),
       // The owner index is not what is measured: only the due ones carry it (seeding stays quick).

@@ -7,6 +7,7 @@
  *   npm run bench                      # everything (a few minutes on 2 cores)
  *   BENCH_SIZES=1000,10000 npm run bench   # smaller scheduler tables
  */
+import { freshConnectionFields } from './local-broker.ts';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { type Server, createServer } from 'node:http';
@@ -168,13 +169,7 @@ async function seed(
         tokenContext(ctx),
       ),
       expiresAt,
-      issuedLifetimeSeconds: 3600,
-      lastRefreshedAt: null,
-      lastError: null,
-      version: 1,
-      refreshFailures: 0,
-      createdAt: now,
-      updatedAt: now,
+      ...freshConnectionFields(now),
       gsi1pk: keys.ownerPk(ownerId),
       gsi1sk: `CONN#${connectionId}`,
       // Due ones in the last ten minutes, spread as real due times are (see bench/refresh-pipeline.ts's seed).
