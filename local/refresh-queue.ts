@@ -84,6 +84,9 @@ export class LocalRefreshQueue implements RefreshQueue {
   private readonly dead = new Map<ProviderId, Entry[]>(providerIds.map((p) => [p, []]));
   private readonly finals = new Map<number, FinalOutcome>();
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** Per CRM, when (epoch ms) its armed timer pumps again, and that timer. */
+  private readonly wakeAt = new Map<ProviderId, number>();
+  private readonly wakeTimers = new Map<ProviderId, NodeJS.Timeout>();
   private readonly listeners = new Set<() => void>();
   private seq = 0;
   private closed = false;
@@ -178,13 +181,44 @@ export class LocalRefreshQueue implements RefreshQueue {
           queue.splice(i, 1);
         } else i++;
       }
-      if (batch.length === 0) return;
+      if (batch.length === 0) return this.wakeWhenVisible(provider, queue, now);
       const running = (this.running.get(provider) ?? 0) + 1;
       this.running.set(provider, running);
       this.peakInvocations.set(provider, Math.max(this.peakInvocations.get(provider) ?? 0, running));
       this.inFlightMessages.set(provider, (this.inFlightMessages.get(provider) ?? 0) + batch.length);
       void this.invoke(provider, batch);
     }
+  }
+
+  /**
+   * Pumps again when the first waiting message becomes visible. A timer's
+   * clock (the event loop's, read at its last turn) can run behind Date.now(),
+   * so a timer may fire a little before the time it was set for: pump then
+   * finds nothing visible yet and comes back here for the rest of the wait.
+   */
+  private wakeWhenVisible(provider: ProviderId, queue: readonly Entry[], now: number): void {
+    if (queue.length === 0 || this.closed) return;
+    const at = queue.reduce((soonest, e) => Math.min(soonest, e.visibleAt), Infinity);
+    const armed = this.wakeAt.get(provider);
+    if (armed !== undefined && armed <= at) return;
+    const earlier = this.wakeTimers.get(provider);
+    if (earlier) {
+      clearTimeout(earlier);
+      this.timers.delete(earlier);
+    }
+    const timer = setTimeout(
+      () => {
+        this.timers.delete(timer);
+        this.wakeAt.delete(provider);
+        this.wakeTimers.delete(provider);
+        this.pump(provider);
+      },
+      Math.max(1, at - now),
+    );
+    timer.unref();
+    this.timers.add(timer);
+    this.wakeAt.set(provider, at);
+    this.wakeTimers.set(provider, timer);
   }
 
   private async invoke(provider: ProviderId, batch: Entry[]): Promise<void> {
@@ -210,12 +244,6 @@ export class LocalRefreshQueue implements RefreshQueue {
       } else {
         entry.visibleAt = Date.now() + visibilityMs;
         this.waiting.get(provider)?.push(entry);
-        const timer = setTimeout(() => {
-          this.timers.delete(timer);
-          this.pump(provider);
-        }, visibilityMs);
-        timer.unref();
-        this.timers.add(timer);
       }
     }
     this.running.set(provider, (this.running.get(provider) ?? 1) - 1);

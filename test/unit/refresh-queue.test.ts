@@ -4,7 +4,7 @@
  * each CRM's worker cap, partial batch failures delivered again, dead letters.
  */
 import type { SQSEvent } from 'aws-lambda';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   CLAIM_WINDOW_SECONDS,
   QUEUE_MAX_RECEIVE_COUNT,
@@ -191,6 +191,41 @@ describe('the local queue', () => {
     expect(delivered).toEqual([['a', 'poison', 'b'], ...Array(QUEUE_MAX_RECEIVE_COUNT - 1).fill(['poison'])]);
     expect(queue.depth().close).toEqual({ waiting: 0, inFlight: 0, deadLetters: 1 });
     queue.close();
+  });
+
+  it('delivers a failed message again even when its timer fires before Date.now() reaches its visibility', async () => {
+    // A timer runs on the event loop's clock, read at its last turn: after a long turn it fires
+    // while Date.now() is still short of the time it was set for. Here Date.now() runs 20 ms behind.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    try {
+      let calls = 0;
+      const queue = new LocalRefreshQueue({
+        caps: { copper: 2, capsule: 2, close: 2 },
+        visibilityTimeoutMs: 1_000,
+        deliver: async (event) => {
+          calls++;
+          const outcome = calls === 1 ? 'retry' : 'refreshed';
+          return {
+            batchItemFailures:
+              outcome === 'retry' ? event.Records.map((r) => ({ itemIdentifier: r.messageId })) : [],
+            outcomes: Object.fromEntries(event.Records.map((r) => [r.messageId, outcome])),
+          };
+        },
+      });
+      const mark = queue.mark();
+      await queue.send([refresh('a')]);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(calls).toBe(1);
+      vi.setSystemTime(Date.now() - 20);
+      await vi.advanceTimersByTimeAsync(1_000);
+      expect(calls).toBe(1);
+      await vi.advanceTimersByTimeAsync(25);
+      expect(calls).toBe(2);
+      expect(await queue.settled(mark)).toEqual({ refreshed: 1 });
+      queue.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('an invocation that fails as a whole fails every message of its batch', async () => {
