@@ -11,13 +11,9 @@ export interface BundleTiming {
   importMs: number;
 }
 
-export async function bundleAndTime(
-  entry: string,
-  outfile: string,
-  env: NodeJS.ProcessEnv = process.env,
-  runs = 7,
-): Promise<BundleTiming> {
-  // The options of infra/broker-function.ts: minified ESM for Node, `require` shimmed for CJS deps.
+/** Bundles `entry` to `outfile` with the options of infra/broker-function.ts; answers its size in KiB. */
+export async function bundle(entry: string, outfile: string): Promise<number> {
+  // Minified ESM for Node, `require` shimmed for CJS deps.
   await build({
     entryPoints: [entry],
     bundle: true,
@@ -31,19 +27,46 @@ export async function bundleAndTime(
     outfile,
     logLevel: 'error',
   });
-  const times: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const out = execFileSync(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `const t=performance.now();await import(${JSON.stringify(pathToFileURL(resolve(outfile)).href)});console.log(performance.now()-t)`,
-      ],
-      { encoding: 'utf8', env: { ...env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } },
-    );
-    times.push(Number(out.trim().split('\n').pop()));
+  return Math.round(statSync(outfile).size / 1024);
+}
+
+/** One import of `outfile` in a fresh `node` process: ms from the import's start to its end. */
+function importOnce(outfile: string, env: NodeJS.ProcessEnv): number {
+  const out = execFileSync(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `const t=performance.now();await import(${JSON.stringify(pathToFileURL(resolve(outfile)).href)});console.log(performance.now()-t)`,
+    ],
+    { encoding: 'utf8', env: { ...env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } },
+  );
+  return Number(out.trim().split('\n').pop());
+}
+
+const median = (values: number[]) =>
+  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
+
+/**
+ * Median import time of each bundle over `rounds` rounds, every round importing
+ * each bundle once in turn: a busy spell of the machine falls on all of them
+ * alike, so their ratios hold even when the absolute times drift.
+ */
+export function timeImports(outfiles: readonly string[], env: NodeJS.ProcessEnv, rounds = 9): number[] {
+  const times = outfiles.map((): number[] => []);
+  for (let round = 0; round < rounds; round++) {
+    outfiles.forEach((outfile, i) => times[i]?.push(importOnce(outfile, env)));
   }
-  times.sort((a, b) => a - b);
-  return { kib: Math.round(statSync(outfile).size / 1024), importMs: times[Math.floor(runs / 2)] as number };
+  return times.map(median);
+}
+
+export async function bundleAndTime(
+  entry: string,
+  outfile: string,
+  env: NodeJS.ProcessEnv = process.env,
+  runs = 7,
+): Promise<BundleTiming> {
+  const kib = await bundle(entry, outfile);
+  const [importMs] = timeImports([outfile], env, runs);
+  return { kib, importMs: importMs as number };
 }
