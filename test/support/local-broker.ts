@@ -26,6 +26,9 @@ export interface TestBroker {
   close(): Promise<void>;
 }
 
+/** Longest a test waits for one invocation's answer (the tests' own timeout is 60 s). */
+const INVOKE_TIMEOUT_MS = 45_000;
+
 export async function startTestBroker(options: LocalServerOptions = {}): Promise<TestBroker> {
   const commands = new CommandRecorder();
   const server = await startLocalServer({
@@ -41,14 +44,20 @@ export async function startTestBroker(options: LocalServerOptions = {}): Promise
     region: 'us-east-1',
     credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
     maxAttempts: 1,
+    // An invocation that never answers fails naming its function, before the test's own timeout.
+    requestHandler: { requestTimeout: INVOKE_TIMEOUT_MS, throwOnRequestTimeout: true },
   });
   return {
     server,
     lambda,
     async invoke(name, payload) {
-      const out = await lambda.send(
-        new InvokeCommand({ FunctionName: name, Payload: Buffer.from(JSON.stringify(payload)) }),
-      );
+      const out = await lambda
+        .send(new InvokeCommand({ FunctionName: name, Payload: Buffer.from(JSON.stringify(payload)) }))
+        .catch((err: unknown) => {
+          throw new Error(`invoking ${name} through the local Invoke API failed: ${(err as Error).name}`, {
+            cause: err,
+          });
+        });
       const body = out.Payload ? JSON.parse(Buffer.from(out.Payload).toString('utf8')) : null;
       if (out.FunctionError) return { ok: false, errorType: body.errorType, errorMessage: body.errorMessage };
       return { ok: true, value: body };
