@@ -85,3 +85,15 @@ export function freshConnectionFields(now: number) {
     updatedAt: now,
   };
 }
+
+/**
+ * The due time (epoch s) of the `n`-th due connection a bench seeds: in the
+ * last ten minutes, as if written an hour ago (the broker writes due times
+ * ahead of its clock), spread as real due times are. The embedded store
+ * (dynalite) keys an index entry by its index key and a 24-bit hash of the
+ * item's key, so two entries of one due second can collide and one drop out of
+ * the index (local/embedded-store.ts).
+ */
+export function seededDueAt(now: number, n: number): number {
+  return Math.floor(now / 1000) - 60 - (n % 600);
+}

@@ -29,7 +29,7 @@
  *
  *   BENCH_PIPELINE_CONNECTIONS=2000 BENCH_PIPELINE_CAPS=1,2 npx tsx bench/refresh-pipeline.ts
  */
-import { freshConnectionFields } from './local-broker.ts';
+import { freshConnectionFields, seededDueAt } from './local-broker.ts';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -173,12 +173,8 @@ async function seed(
       ...(isDue ? { grantId: randomUUID() } : {}),
       // The owner index is not what is measured: only the due ones carry it (seeding stays quick).
       ...(isDue ? { gsi1pk: keys.ownerPk(ownerId), gsi1sk: `CONN#${connectionId}` } : {}),
-      // Due ones: due in the last ten minutes, as if written an hour ago (the broker writes due times ahead
-      // of its clock), spread as real due times are: the embedded store (dynalite) keys an index entry by
-      // its index key and a 24-bit hash of the item's key, so two entries of one due second can collide
-      // and one drop out of the index (local/embedded-store.ts).
       ...(isDue
-        ? { dueAt: Math.floor(now / 1000) - 60 - (Math.floor(i / dueEvery) % 600) }
+        ? { dueAt: seededDueAt(now, Math.floor(i / dueEvery)) }
         : dueSlot(deps.config, { expiresAt, refreshable: true, now, issuedLifetimeSeconds: 3600 })),
       duePk: duePkOf(connectionId, 'close'),
     });

@@ -7,7 +7,7 @@
  *   npm run bench                      # everything (a few minutes on 2 cores)
  *   BENCH_SIZES=1000,10000 npm run bench   # smaller scheduler tables
  */
-import { freshConnectionFields } from './local-broker.ts';
+import { freshConnectionFields, seededDueAt } from './local-broker.ts';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { type Server, createServer } from 'node:http';
@@ -172,9 +172,8 @@ async function seed(
       ...freshConnectionFields(now),
       gsi1pk: keys.ownerPk(ownerId),
       gsi1sk: `CONN#${connectionId}`,
-      // Due ones in the last ten minutes, spread as real due times are (see bench/refresh-pipeline.ts's seed).
       ...(due
-        ? { dueAt: Math.floor(now / 1000) - 60 - (Math.floor(i / dueEvery) % 600) }
+        ? { dueAt: seededDueAt(now, Math.floor(i / dueEvery)) }
         : dueSlot(deps.config, { expiresAt, refreshable: true, now, issuedLifetimeSeconds: 3600 })),
       duePk: duePkOf(connectionId, 'close'),
     });

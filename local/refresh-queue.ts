@@ -84,9 +84,8 @@ export class LocalRefreshQueue implements RefreshQueue {
   private readonly dead = new Map<ProviderId, Entry[]>(providerIds.map((p) => [p, []]));
   private readonly finals = new Map<number, FinalOutcome>();
   private readonly timers = new Set<NodeJS.Timeout>();
-  /** Per CRM, when (epoch ms) its armed timer pumps again, and that timer. */
-  private readonly wakeAt = new Map<ProviderId, number>();
-  private readonly wakeTimers = new Map<ProviderId, NodeJS.Timeout>();
+  /** Per CRM, its armed wake-up: when (epoch ms) it pumps again, and its timer. */
+  private readonly wakeUps = new Map<ProviderId, { at: number; timer: NodeJS.Timeout }>();
   private readonly listeners = new Set<() => void>();
   private seq = 0;
   private closed = false;
@@ -199,26 +198,23 @@ export class LocalRefreshQueue implements RefreshQueue {
   private wakeWhenVisible(provider: ProviderId, queue: readonly Entry[], now: number): void {
     if (queue.length === 0 || this.closed) return;
     const at = queue.reduce((soonest, e) => Math.min(soonest, e.visibleAt), Infinity);
-    const armed = this.wakeAt.get(provider);
-    if (armed !== undefined && armed <= at) return;
-    const earlier = this.wakeTimers.get(provider);
-    if (earlier) {
-      clearTimeout(earlier);
-      this.timers.delete(earlier);
+    const armed = this.wakeUps.get(provider);
+    if (armed && armed.at <= at) return;
+    if (armed) {
+      clearTimeout(armed.timer);
+      this.timers.delete(armed.timer);
     }
     const timer = setTimeout(
       () => {
         this.timers.delete(timer);
-        this.wakeAt.delete(provider);
-        this.wakeTimers.delete(provider);
+        this.wakeUps.delete(provider);
         this.pump(provider);
       },
       Math.max(1, at - now),
     );
     timer.unref();
     this.timers.add(timer);
-    this.wakeAt.set(provider, at);
-    this.wakeTimers.set(provider, timer);
+    this.wakeUps.set(provider, { at, timer });
   }
 
   private async invoke(provider: ProviderId, batch: Entry[]): Promise<void> {
